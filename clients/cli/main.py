@@ -1,0 +1,394 @@
+"""`trainyard`: the command-line client.
+
+Exit codes: 0 success; 1 a request failed (the message says why); 2 bad usage;
+3 the followed job ended failed or cancelled; 4 detached from a job with Ctrl-C
+(it keeps running: re-attach with `trainyard jobs watch JOB`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from trainyard.cli import display
+from trainyard.cli.display import console
+from trainyard.errors import FailedPrecondition, InvalidArgument, TrainyardError
+from trainyard.scheduler.v1 import scheduler_pb2
+from trainyard.sdk import Client
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_JOB_FAILED, EXIT_DETACHED = 0, 1, 2, 3, 4
+PREFERENCES = ("performance_first", "balance", "accuracy_first")
+
+
+def _client(args) -> Client:
+    return Client(args.dataset_address, args.scheduler_address)
+
+
+# dev and demo --------------------------------------------------------------------
+def cmd_dev_up(args) -> int:
+    from trainyard.stack.local import LocalStack, StackSettings
+
+    settings = StackSettings.from_env()
+    if args.data_dir:
+        settings.data_dir = Path(args.data_dir)
+    stack = LocalStack(settings)
+    with console.status("starting the S3 server and the services…"):
+        stack.start()
+    table = display.Table(title="Trainyard local stack")
+    table.add_column("component")
+    table.add_column("address")
+    table.add_row("object store (S3)", f"http://{stack.s3_config.endpoint}  bucket {stack.s3_config.bucket}")
+    for name in ("dataset", "scheduler", "trainer"):
+        table.add_row(f"{name} service (gRPC)", stack.address(name))
+    table.add_row("data and logs", str(stack.data_dir))
+    console.print(table)
+    console.print("Ready. Press Ctrl-C to stop.")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with console.status("stopping…"):
+            stack.stop()
+    console.print("stopped")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from trainyard.cli.demo import run_demo
+
+    return run_demo(Path(args.data_dir), max_minutes=args.max_minutes)
+
+
+# datasets ------------------------------------------------------------------------
+def cmd_dataset_create(args) -> int:
+    ds = _client(args).create_dataset(args.name, args.description)
+    console.print(display.as_json(ds) if args.json else f"created dataset {ds.display_name} ({ds.id})")
+    return EXIT_OK
+
+
+def cmd_dataset_list(args) -> int:
+    datasets = _client(args).list_datasets()
+    if args.json:
+        console.print_json(data=[_dict(d) for d in datasets])
+        return EXIT_OK
+    table = display.Table(title="Datasets")
+    for column in ("id", "name", "images", "labeled", "versions"):
+        table.add_column(column)
+    for d in datasets:
+        table.add_row(d.id, d.display_name, str(d.image_count), str(d.labeled_image_count), str(d.version_count))
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_dataset_import(args) -> int:
+    client = _client(args)
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        console.print(f"[red]{folder} is not a folder[/]")
+        return EXIT_USAGE
+    try:
+        client.get_dataset(args.dataset)
+    except TrainyardError:
+        client.create_dataset(args.dataset)
+        console.print(f"created dataset {args.dataset}")
+    totals = {"stored": 0, "duplicate": 0, "rejected": 0}
+    rejected = []
+    with display.Progress(console=console) as progress:
+        task = progress.add_task("uploading", total=None)
+
+        def on_batch(response, done, total):
+            totals["stored"] += response.stored_count
+            totals["duplicate"] += response.duplicate_count
+            totals["rejected"] += response.rejected_count
+            rejected.extend(r for r in response.results if r.reason)
+            progress.update(task, completed=done, total=total)
+
+        client.upload_folder(args.dataset, folder, on_batch=on_batch)
+    console.print(f"{totals['stored']} stored, {totals['duplicate']} duplicates, {totals['rejected']} rejected")
+    for r in rejected[:20]:
+        console.print(f"  [red]rejected[/] {r.file_name}: {r.reason}")
+    return EXIT_OK
+
+
+def cmd_dataset_check(args) -> int:
+    report = _client(args).check_trainability(args.dataset)
+    if args.json:
+        console.print(display.as_json(report))
+        return EXIT_OK if report.trainable else EXIT_ERROR
+    table = display.Table(title=f"Labeled images of {args.dataset}")
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    for c in report.classes:
+        table.add_row(c.label, str(c.image_count))
+    console.print(table)
+    if report.unlabeled_image_count:
+        console.print(f"{report.unlabeled_image_count} unlabeled images (not used for training)")
+    if report.trainable:
+        console.print("[green]ready to train[/]")
+        return EXIT_OK
+    console.print("[red]not ready to train:[/]")
+    for v in report.violations:
+        console.print(f"  • {v.message}")
+    return EXIT_ERROR
+
+
+def cmd_dataset_publish(args) -> int:
+    v = _client(args).publish_version(args.dataset, args.name, args.ratio, args.seed)
+    console.print(display.as_json(v) if args.json else
+                  f"published version {v.name}: {v.train_count} training, {v.validation_count} validation images")
+    return EXIT_OK
+
+
+def cmd_dataset_versions(args) -> int:
+    versions = _client(args).list_versions(args.dataset)
+    if args.json:
+        console.print_json(data=[_dict(v) for v in versions])
+        return EXIT_OK
+    table = display.Table(title=f"Versions of {args.dataset}")
+    for column in ("version", "ratio", "seed", "train", "validation", "classes", "parent", "created"):
+        table.add_column(column)
+    for v in versions:
+        table.add_row(v.name, v.train_ratio, str(v.seed), str(v.train_count), str(v.validation_count),
+                      str(len(v.classes)), v.parent_version, v.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"))
+    console.print(table)
+    return EXIT_OK
+
+
+# training ------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    client = _client(args)
+    accept = args.accept_free_terms
+    flavors = {f.id: f for f in client.list_flavors()}
+    flavor_id = args.flavor or next((f.id for f in flavors.values() if f.kind == scheduler_pb2.FLAVOR_KIND_FREE), "")
+    flavor = flavors.get(flavor_id)
+    if flavor is not None and flavor.kind == scheduler_pb2.FLAVOR_KIND_FREE and not accept:
+        console.print(f"[bold]{flavor.display_name}[/] terms:\n{flavor.terms}")
+        if not sys.stdin.isatty():
+            console.print("[red]the free flavor needs your agreement: pass --accept-free-terms[/]")
+            return EXIT_USAGE
+        accept = console.input("I have read and agree to the above [y/N]: ").strip().lower() in ("y", "yes")
+        if not accept:
+            return EXIT_USAGE
+    job = client.create_training_job(
+        args.dataset, dataset_version=args.version, new_version_name=args.new_version, train_ratio=args.ratio,
+        seed=args.seed, incremental_model_version=args.incremental, max_duration_minutes=args.max_minutes,
+        preference=args.preference, flavor=flavor_id, accept_free_terms=accept, max_epochs=args.max_epochs,
+    )
+    console.print(f"job [bold]{job.id}[/] created on dataset version {job.parameters.dataset_version}")
+    if args.detach:
+        console.print(f"follow it with: trainyard jobs watch {job.id}")
+        return EXIT_OK
+    return follow(client, job.id)
+
+
+def follow(client: Client, job_id: str, after: int = 0) -> int:
+    """Show a job live until it ends; Ctrl-C detaches and the job goes on (S8)."""
+    try:
+        with display.JobView() as view:
+            for event in client.watch(job_id, after):
+                view.show(event)
+    except KeyboardInterrupt:
+        console.print(f"\ndetached; the job keeps running. Re-attach with: trainyard jobs watch {job_id}")
+        return EXIT_DETACHED
+    job = client.get_job(job_id)
+    if job.state != scheduler_pb2.TRAINING_JOB_STATE_COMPLETED:
+        console.print(f"[red]job {display.state_name(job.state)}[/]: {job.error_message or display.reason_name(job.stop_reason)}")
+        return EXIT_JOB_FAILED
+    for table in display.evaluation_tables(client.get_model_version(job.dataset_id, job.model_version)):
+        console.print(table)
+    return EXIT_OK
+
+
+def cmd_jobs_list(args) -> int:
+    jobs = _client(args).list_jobs(args.dataset or "")
+    if args.json:
+        console.print_json(data=[_dict(j) for j in jobs])
+    else:
+        console.print(display.job_table(jobs))
+    return EXIT_OK
+
+
+def cmd_jobs_show(args) -> int:
+    job = _client(args).get_job(args.job)
+    console.print(display.as_json(job))
+    return EXIT_OK
+
+
+def cmd_jobs_watch(args) -> int:
+    return follow(_client(args), args.job, args.after)
+
+
+def cmd_jobs_cancel(args) -> int:
+    job = _client(args).cancel_job(args.job)
+    console.print(f"job {job.id}: {display.state_name(job.state)}")
+    return EXIT_OK
+
+
+def cmd_flavors(args) -> int:
+    flavors = _client(args).list_flavors()
+    if args.json:
+        console.print_json(data=[_dict(f) for f in flavors])
+        return EXIT_OK
+    table = display.Table(title="Compute flavors")
+    for column in ("id", "name", "kind", "price/h", "capacity", "in use", "queued", "quota/tenant"):
+        table.add_column(column)
+    for f in flavors:
+        table.add_row(f.id, f.display_name, scheduler_pb2.FlavorKind.Name(f.kind).removeprefix("FLAVOR_KIND_").lower(),
+                      f"{f.price_per_hour:.2f}", str(f.capacity), str(f.slots_in_use), str(f.queue_length),
+                      str(f.tenant_concurrency_quota or "∞"))
+    console.print(table)
+    return EXIT_OK
+
+
+# models --------------------------------------------------------------------------
+def cmd_models_list(args) -> int:
+    versions = _client(args).list_model_versions(args.dataset)
+    if args.json:
+        console.print_json(data=[_dict(v) for v in versions])
+        return EXIT_OK
+    table = display.Table(title=f"Model versions of {args.dataset}")
+    for column in ("version", "accuracy", "precision (macro)", "recall (macro)", "F1 (macro)", "arch", "data", "stop", "job"):
+        table.add_column(column)
+    for v in versions:
+        e = v.evaluation
+        table.add_row(v.version, f"{e.accuracy:.4f}", f"{e.macro.precision:.4f}", f"{e.macro.recall:.4f}",
+                      f"{e.macro.f1:.4f}", v.architecture, v.dataset_version, display.reason_name(v.stop_reason), v.job_id)
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_models_show(args) -> int:
+    mv = _client(args).get_model_version(args.dataset, args.version)
+    if args.json:
+        console.print(display.as_json(mv))
+        return EXIT_OK
+    for table in display.evaluation_tables(mv):
+        console.print(table)
+    console.print(display.confusion_table(mv))
+    return EXIT_OK
+
+
+def _dict(message) -> dict:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trainyard", description="Train, evaluate and version image classifiers.",
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--dataset-address", help="dataset service host:port (default: env or the local stack)")
+    p.add_argument("--scheduler-address", help="scheduler host:port (default: env or the local stack)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="the local stack").add_subparsers(dest="dev", required=True)
+    up = dev.add_parser("up", help="start S3 and the three services on loopback until Ctrl-C")
+    up.add_argument("--data-dir", help="data directory (default TRAINYARD_DATA_DIR or .trainyard)")
+    up.set_defaults(func=cmd_dev_up)
+
+    demo = sub.add_parser("demo", help="the whole path on scikit-learn's digits: import, train, evaluate")
+    demo.add_argument("--data-dir", default=".trainyard-demo", help="where the demo stack keeps its data")
+    demo.add_argument("--max-minutes", type=int, default=60, help="maximum training duration (S5)")
+    demo.set_defaults(func=cmd_demo)
+
+    dataset = sub.add_parser("dataset", help="datasets, images and versions").add_subparsers(dest="dataset_cmd", required=True)
+    c = dataset.add_parser("create", help="create a dataset")
+    c.add_argument("name")
+    c.add_argument("--description", default="")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_dataset_create)
+    c = dataset.add_parser("list", help="list datasets")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_dataset_list)
+    c = dataset.add_parser("import", help="upload a folder of <class name>/<image> files")
+    c.add_argument("folder")
+    c.add_argument("--dataset", required=True, help="dataset name or id (created when missing)")
+    c.set_defaults(func=cmd_dataset_import)
+    c = dataset.add_parser("check", help="can training start? (rule S1, every failing rule listed)")
+    c.add_argument("dataset")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_dataset_check)
+    c = dataset.add_parser("publish", help="publish a version with a seeded, stratified split")
+    c.add_argument("dataset")
+    c.add_argument("--name", default="", help="version name (default: proposed, v1, v2, …)")
+    c.add_argument("--ratio", default="", help="training ratio, 0 < r < 1, 1 to 5 decimals (default 0.8)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_dataset_publish)
+    c = dataset.add_parser("versions", help="list published versions")
+    c.add_argument("dataset")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_dataset_versions)
+
+    t = sub.add_parser("train", help="start a training job and follow it (Ctrl-C detaches)")
+    t.add_argument("--dataset", required=True, help="dataset name or id")
+    t.add_argument("--version", default="", help="existing dataset version (default: publish one now, S2)")
+    t.add_argument("--new-version", default="", help="name of the version published now (default: proposed)")
+    t.add_argument("--ratio", default="", help="training ratio of the new version (default 0.8, S3)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--incremental", default="", metavar="MODEL_VERSION", help="start from this model version (S4)")
+    t.add_argument("--max-minutes", type=int, default=0, help="maximum training duration, 6–6000 (default 60, S5)")
+    t.add_argument("--preference", choices=PREFERENCES, default="", help="default balance (S6)")
+    t.add_argument("--flavor", default="", help="compute flavor id (default: the free flavor, S7)")
+    t.add_argument("--accept-free-terms", action="store_true", help="agree to the free flavor's terms")
+    t.add_argument("--max-epochs", type=int, default=0, help="cap the epochs (quick trials)")
+    t.add_argument("--detach", action="store_true", help="print the job id and return")
+    t.set_defaults(func=cmd_train)
+
+    jobs = sub.add_parser("jobs", help="training jobs").add_subparsers(dest="jobs_cmd", required=True)
+    c = jobs.add_parser("list")
+    c.add_argument("--dataset", default="")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_jobs_list)
+    c = jobs.add_parser("show")
+    c.add_argument("job")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_jobs_show)
+    c = jobs.add_parser("watch", help="re-attach to a job and follow it")
+    c.add_argument("job")
+    c.add_argument("--after", type=int, default=0, help="only events after this sequence")
+    c.set_defaults(func=cmd_jobs_watch)
+    c = jobs.add_parser("cancel")
+    c.add_argument("job")
+    c.set_defaults(func=cmd_jobs_cancel)
+
+    c = sub.add_parser("flavors", help="compute flavors with price, capacity and queue")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_flavors)
+
+    models = sub.add_parser("models", help="model versions").add_subparsers(dest="models_cmd", required=True)
+    c = models.add_parser("list", help="versions side by side with their key metrics")
+    c.add_argument("dataset")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_models_list)
+    c = models.add_parser("show", help="evaluation, classification statistics, confusion matrix")
+    c.add_argument("dataset")
+    c.add_argument("version")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_models_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InvalidArgument as exc:
+        console.print(f"[red]invalid argument[/]: {exc.message}")
+        return EXIT_ERROR
+    except FailedPrecondition as exc:
+        console.print(f"[red]refused[/]: {exc.message}")
+        for violation in exc.violations:
+            console.print(f"  • {violation}")
+        return EXIT_ERROR
+    except TrainyardError as exc:
+        console.print(f"[red]{type(exc).__name__}[/]: {exc.message}")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Trainyard services: dataset, scheduler and trainer, each its own gRPC server."""

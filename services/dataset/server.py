@@ -1,0 +1,64 @@
+"""Dataset service process: configuration, server factory, main."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainyard import log as logs
+from trainyard.config import S3Config, env_int, env_str
+from trainyard.dataset.v1 import dataset_service_pb2, dataset_service_pb2_grpc
+from trainyard.objectstore import ObjectStore
+from trainyard.rpc import RunningServer, create_server, serve_until_signal
+from trainyard.services.dataset.service import DatasetService, Limits
+from trainyard.services.dataset.servicer import DatasetServicer
+from trainyard.services.dataset.store import DatasetStore
+
+SERVICE_NAME = dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    listen: str
+    data_dir: Path
+    s3: S3Config
+    limits: Limits
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DatasetConfig:
+        env = os.environ if env is None else env
+        return cls(
+            listen=env_str(env, "TRAINYARD_DATASET_LISTEN", "127.0.0.1:50051"),
+            data_dir=Path(env_str(env, "TRAINYARD_DATA_DIR", ".trainyard")) / "dataset",
+            s3=S3Config.from_env(env),
+            limits=Limits(
+                max_image_bytes=env_int(env, "TRAINYARD_MAX_IMAGE_BYTES", Limits.max_image_bytes),
+                max_image_pixels=env_int(env, "TRAINYARD_MAX_IMAGE_PIXELS", Limits.max_image_pixels),
+            ),
+        )
+
+
+def build(config: DatasetConfig) -> tuple[RunningServer, DatasetService]:
+    objects = ObjectStore(config.s3.endpoint, config.s3.access_key, config.s3.secret_key, config.s3.bucket, config.s3.secure)
+    objects.ensure_bucket()
+    service = DatasetService(DatasetStore(config.data_dir / "dataset.db"), objects, config.limits)
+    running = create_server(
+        config.listen,
+        lambda server: dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(service), server),
+        [SERVICE_NAME],
+    )
+    return running, service
+
+
+def main() -> None:
+    logs.configure("dataset")
+    config = DatasetConfig.from_env()
+    running, _ = build(config)
+    logs.get_logger(__name__).info("dataset.listening", port=running.port, listen=config.listen)
+    serve_until_signal(running)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The scheduler: training jobs, flavors, queues, duration limits, events, model versions."""

@@ -1,0 +1,101 @@
+"""The scheduler's gRPC clients of the dataset service and the trainers (ports.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import grpc
+from google.protobuf import json_format
+
+from trainyard.common.v1 import training_pb2 as common
+from trainyard.dataset.v1 import dataset_service_pb2 as ds
+from trainyard.dataset.v1 import dataset_service_pb2_grpc as ds_grpc
+from trainyard.errors import InvalidArgument
+from trainyard.rpc import channel, domain_error
+from trainyard.services.scheduler.ports import TrainerUpdate, TrainingSpec, VersionInfo
+from trainyard.timeconv import seconds, timestamp
+from trainyard.trainer.v1 import trainer_pb2 as tr
+from trainyard.trainer.v1 import trainer_service_pb2 as trs
+from trainyard.trainer.v1 import trainer_service_pb2_grpc as trs_grpc
+
+CALL_TIMEOUT = 30.0
+
+
+class DatasetClient:
+    def __init__(self, address: str) -> None:
+        self.stub = ds_grpc.DatasetServiceStub(channel(address))
+
+    def resolve_dataset(self, id_or_name: str) -> str:
+        if not id_or_name:
+            raise InvalidArgument.field("dataset_id", "is required")
+        try:
+            return self.stub.GetDataset(ds.GetDatasetRequest(dataset_id=id_or_name), timeout=CALL_TIMEOUT).dataset.id
+        except grpc.RpcError as exc:
+            raise domain_error(exc) from None
+
+    def get_version(self, dataset_id: str, name: str) -> VersionInfo:
+        try:
+            v = self.stub.GetVersion(ds.GetVersionRequest(dataset_id=dataset_id, version_name=name), timeout=CALL_TIMEOUT).version
+        except grpc.RpcError as exc:
+            raise domain_error(exc) from None
+        return VersionInfo(v.dataset_id, v.name, v.train_ratio, v.manifest_key)
+
+    def publish_version(self, dataset_id: str, name: str, train_ratio: str, seed: int) -> VersionInfo:
+        request = ds.PublishVersionRequest(dataset_id=dataset_id, version_name=name, train_ratio=train_ratio, seed=seed)
+        try:
+            v = self.stub.PublishVersion(request, timeout=CALL_TIMEOUT * 4).version
+        except grpc.RpcError as exc:
+            raise domain_error(exc) from None
+        return VersionInfo(v.dataset_id, v.name, v.train_ratio, v.manifest_key)
+
+
+class TrainerClient:
+    """Calls trainers by address; one channel per address, kept."""
+
+    def __init__(self) -> None:
+        self._stubs: dict[str, trs_grpc.TrainerServiceStub] = {}
+        self._lock = threading.Lock()
+
+    def _stub(self, address: str) -> trs_grpc.TrainerServiceStub:
+        with self._lock:
+            if address not in self._stubs:
+                self._stubs[address] = trs_grpc.TrainerServiceStub(channel(address))
+            return self._stubs[address]
+
+    def run(self, address: str, spec: TrainingSpec, after_sequence: int, attach_only: bool) -> Iterator[TrainerUpdate]:
+        request = trs.RunTrainingRequest(
+            spec=tr.TrainingSpec(
+                job_id=spec.job_id, dataset_id=spec.dataset_id, dataset_version=spec.dataset_version,
+                manifest_key=spec.manifest_key, preference=common.TrainingPreference.Value("TRAINING_PREFERENCE_" + spec.preference),
+                seed=spec.seed, deadline=timestamp(spec.deadline),
+                deadline_reason=common.StopReason.Value("STOP_REASON_" + spec.deadline_reason),
+                init_artifact_prefix=spec.init_artifact_prefix, artifact_prefix=spec.artifact_prefix,
+                max_epochs=spec.max_epochs,
+            ),
+            after_sequence=after_sequence,
+            attach_only=attach_only,
+        )
+        try:
+            for response in self._stub(address).RunTraining(request):
+                event = response.event
+                kind = event.WhichOneof("kind")
+                body = json_format.MessageToDict(getattr(event, kind))
+                yield TrainerUpdate(event.sequence, seconds(event.time), kind, body)
+        except grpc.RpcError as exc:
+            raise domain_error(exc) from None
+
+    def stop(self, address: str, job_id: str, reason: str) -> None:
+        request = trs.StopTrainingRequest(job_id=job_id, reason=common.StopReason.Value("STOP_REASON_" + reason))
+        try:
+            self._stub(address).StopTraining(request, timeout=CALL_TIMEOUT)
+        except grpc.RpcError as exc:
+            raise domain_error(exc) from None
+
+    def predict(self, address: str, artifact_prefix: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
+        request = trs.PredictRequest(artifact_prefix=artifact_prefix, images=images, top_k=top_k)
+        try:
+            response = self._stub(address).Predict(request, timeout=CALL_TIMEOUT * 4)
+        except grpc.RpcError as exc:
+            raise domain_error(exc) from None
+        return [[(s.label, s.score) for s in p.labels] for p in response.predictions]

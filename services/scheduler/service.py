@@ -1,0 +1,513 @@
+"""The scheduler's domain: job creation, the queues, dispatch, deadlines, events, model versions.
+
+Threads: one dispatcher loop (queues, deadlines, lost trainers) and one runner
+per active job that follows the trainer's event stream. Every state change
+commits with its event in one transaction, then wakes watchers.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from trainyard import paging
+from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound, TrainyardError, Unavailable
+from trainyard.services.dataset.rules import parse_train_ratio
+from trainyard.services.scheduler.flavors import Flavor, FlavorCatalog
+from trainyard.services.scheduler.ports import DatasetPort, TrainerPort, TrainerUpdate, TrainingSpec
+from trainyard.services.scheduler.store import ACTIVE_STATES, FINAL_STATES, Event, Job, SchedulerStore, Trainer
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_MAX_DURATION_MINUTES = 60
+MIN_DURATION_MINUTES, MAX_DURATION_MINUTES = 6, 6000
+PREFERENCES = ("PERFORMANCE_FIRST", "BALANCE", "ACCURACY_FIRST")
+DEFAULT_TENANT = "default"
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    minute_seconds: float = 60.0  # the length of a "minute" for S5/S7 limits; tests shorten it
+    stop_grace_seconds: float = 60.0  # after the deadline, how long a trainer may take to stop
+    heartbeat_timeout_seconds: float = 30.0
+    dispatch_interval_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    dataset_id: str
+    request_id: str = ""
+    dataset_version: str = ""
+    new_version_name: str = ""
+    train_ratio: str = ""
+    seed: int = 0
+    incremental_model_version: str = ""
+    max_duration_minutes: int = 0
+    preference: str = ""
+    flavor_id: str = ""
+    accept_free_terms: bool = False
+    max_epochs: int = 0
+
+
+class SchedulerService:
+    def __init__(
+        self,
+        store: SchedulerStore,
+        catalog: FlavorCatalog,
+        datasets: DatasetPort,
+        trainers: TrainerPort,
+        settings: SchedulerSettings = SchedulerSettings(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.datasets = datasets
+        self.trainers = trainers
+        self.settings = settings
+        self.clock = clock
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._runners: dict[str, threading.Thread] = {}
+        self._runners_lock = threading.Lock()
+        self._request_locks: dict[str, threading.Lock] = {}
+        self._dispatcher: threading.Thread | None = None
+
+    # lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Re-attach to jobs that were active when the process stopped, then dispatch."""
+        for job in self.store.jobs_in_states(ACTIVE_STATES):
+            log.info("job.reattach", job_id=job.id, trainer_id=job.trainer_id, after=job.trainer_seq)
+            self._start_runner(job.id, attach=True)
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)
+        self._dispatcher.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    # creation --------------------------------------------------------------------
+    def create_job(self, req: JobRequest, tenant: str = DEFAULT_TENANT) -> Job:
+        """Validate everything, then publish a version if needed, then queue the job."""
+        if req.request_id:
+            lock = self._request_locks.setdefault(req.request_id, threading.Lock())
+            with lock:
+                existing = self.store.job_by_request(tenant, req.request_id)
+                return existing or self._create(req, tenant)
+        return self._create(req, tenant)
+
+    def _create(self, req: JobRequest, tenant: str) -> Job:
+        minutes = req.max_duration_minutes or DEFAULT_MAX_DURATION_MINUTES
+        if not MIN_DURATION_MINUTES <= minutes <= MAX_DURATION_MINUTES:
+            raise InvalidArgument.field(
+                "max_duration_minutes",
+                f"must be {MIN_DURATION_MINUTES} to {MAX_DURATION_MINUTES} minutes, got {req.max_duration_minutes}",
+            )
+        preference = req.preference or "BALANCE"
+        if preference not in PREFERENCES:
+            raise InvalidArgument.field("preference", f"must be one of {', '.join(PREFERENCES)}")
+        if req.max_epochs < 0:
+            raise InvalidArgument.field("max_epochs", "must not be negative")
+        if req.train_ratio:
+            parse_train_ratio(req.train_ratio)
+        if req.dataset_version and (req.train_ratio or req.new_version_name):
+            field = "train_ratio" if req.train_ratio else "new_version_name"
+            raise InvalidArgument.field(field, "applies only when publishing a new version; leave dataset_version empty")
+        flavor = self._flavor(req.flavor_id or self.catalog.default_flavor)
+        if flavor.is_free and not req.accept_free_terms:
+            raise FailedPrecondition(
+                f"the {flavor.display_name} flavor requires accepting its terms (accept_free_terms): {flavor.terms}"
+            )
+        dataset_id = self.datasets.resolve_dataset(req.dataset_id)
+        init_prefix = ""
+        if req.incremental_model_version:
+            parent = self.store.model_version(dataset_id, req.incremental_model_version)
+            if parent is None:
+                raise NotFound(
+                    f"incremental_model_version: dataset {req.dataset_id!r} has no model version {req.incremental_model_version!r}"
+                )
+            if not parent.get("artifactPrefix"):
+                raise FailedPrecondition(f"model version {req.incremental_model_version} has no saved weights to start from")
+            init_prefix = parent["artifactPrefix"]
+        # Side effects start here, after every check passed.
+        if req.dataset_version:
+            version = self.datasets.get_version(dataset_id, req.dataset_version)
+        else:
+            version = self.datasets.publish_version(dataset_id, req.new_version_name, req.train_ratio, req.seed)
+        limit_minutes = minutes
+        deadline_reason = "DURATION_LIMIT"
+        if flavor.max_job_minutes is not None and flavor.max_job_minutes < minutes:
+            limit_minutes, deadline_reason = flavor.max_job_minutes, "FREE_FLAVOR_HOUR" if flavor.is_free else "DURATION_LIMIT"
+        job_id = "job-" + secrets.token_hex(5)
+        params = {
+            "datasetVersion": version.name,
+            "trainRatio": version.train_ratio,
+            "seed": req.seed,
+            "incrementalModelVersion": req.incremental_model_version,
+            "maxDurationMinutes": minutes,
+            "preference": preference,
+            "flavorId": flavor.id,
+            "freeTermsAccepted": req.accept_free_terms,
+            "maxEpochs": req.max_epochs,
+            "manifestKey": version.manifest_key,
+            "initArtifactPrefix": init_prefix,
+        }
+        now = self.clock()
+        with self.store.transaction() as tx:
+            self.store.insert_job(tx, {
+                "id": job_id, "request_id": req.request_id or None, "tenant": tenant, "dataset_id": dataset_id,
+                "flavor_id": flavor.id, "params": params, "state": "QUEUED", "create_time": now,
+                "duration_limit": limit_minutes * self.settings.minute_seconds, "deadline_reason": deadline_reason,
+            })
+            self.store.append_event(tx, job_id, now, {"stateChange": {"state": "TRAINING_JOB_STATE_QUEUED",
+                                                                       "message": f"queued on {flavor.display_name}"}})
+        log.info("job.created", job_id=job_id, dataset_id=dataset_id, version=version.name, flavor=flavor.id)
+        self._dispatch_once()
+        return self.get_job(job_id)
+
+    def _flavor(self, flavor_id: str) -> Flavor:
+        flavor = self.catalog.flavors.get(flavor_id)
+        if flavor is None:
+            raise InvalidArgument.field(
+                "flavor_id", f"{flavor_id!r} is not a flavor; choose one of {', '.join(self.catalog.flavors)}"
+            )
+        return flavor
+
+    # reads -----------------------------------------------------------------------
+    def get_job(self, job_id: str) -> Job:
+        if not job_id:
+            raise InvalidArgument.field("job_id", "is required")
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"training job {job_id!r} does not exist")
+        return job
+
+    def list_jobs(self, dataset_id: str, page_size: int, page_token: str) -> tuple[list[Job], str]:
+        offset, limit = paging.page(page_size, page_token)
+        resolved = self.datasets.resolve_dataset(dataset_id) if dataset_id else None
+        jobs = self.store.list_jobs(resolved, offset, limit)
+        return jobs, paging.next_token(offset, limit, len(jobs))
+
+    def watch(self, job_id: str, after_sequence: int, is_active: Callable[[], bool] = lambda: True) -> Iterator[Event]:
+        """The job's events after `after_sequence`: stored ones, then live ones, until the final event."""
+        self.get_job(job_id)
+        if after_sequence < 0:
+            raise InvalidArgument.field("after_sequence", "must not be negative")
+        sequence = after_sequence
+        while is_active() and not self._stopping.is_set():
+            events = self.store.events_after(job_id, sequence)
+            for event in events:
+                yield event
+                sequence = event.sequence
+                if event.final:
+                    return
+            if not events:
+                with self._changed:
+                    self._changed.wait(timeout=1.0)
+        if self._stopping.is_set():
+            raise Unavailable("the scheduler is shutting down; watch again from the last sequence")
+
+    def flavors(self) -> list[tuple[Flavor, int, int, int]]:
+        """Each flavor with (capacity, slots in use, queue length)."""
+        trainers = self.store.trainers()
+        active = self.store.jobs_in_states(ACTIVE_STATES)
+        queued = self.store.jobs_in_states(("QUEUED",))
+        return [
+            (
+                flavor,
+                sum(t.slots for t in trainers if flavor.id in t.flavors),
+                sum(1 for j in active if j.flavor_id == flavor.id),
+                sum(1 for j in queued if j.flavor_id == flavor.id),
+            )
+            for flavor in self.catalog.flavors.values()
+        ]
+
+    def model_versions(self, dataset_id: str, page_size: int, page_token: str) -> tuple[list[dict[str, Any]], str]:
+        resolved = self.datasets.resolve_dataset(dataset_id)
+        offset, limit = paging.page(page_size, page_token)
+        versions = self.store.model_versions(resolved, offset, limit)
+        return versions, paging.next_token(offset, limit, len(versions))
+
+    def model_version(self, dataset_id: str, version: str) -> dict[str, Any]:
+        resolved = self.datasets.resolve_dataset(dataset_id)
+        if not version:
+            raise InvalidArgument.field("version", "is required")
+        body = self.store.model_version(resolved, version)
+        if body is None:
+            raise NotFound(f"dataset {dataset_id!r} has no model version {version!r}")
+        return body
+
+    def predict(self, dataset_id: str, version: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
+        body = self.model_version(dataset_id, version)
+        trainers = self._live_trainers()
+        if not trainers:
+            raise Unavailable("no trainer is registered to serve predictions")
+        return self.trainers.predict(trainers[0].address, body["artifactPrefix"], images, top_k)
+
+    # cancellation ----------------------------------------------------------------
+    def cancel(self, job_id: str) -> Job:
+        """Cancel at once; a running trainer is told to stop. A cancelled job makes no model version."""
+        job = self.get_job(job_id)
+        if job.final:
+            raise FailedPrecondition(f"training job {job_id} has ended already ({job.state.lower()})")
+        self._finish(job_id, "CANCELLED", "CANCELLED", "cancelled by the user")
+        if job.trainer_id:
+            self._stop_on_trainer(job.trainer_id, job_id, "CANCELLED")
+        return self.get_job(job_id)
+
+    # trainers --------------------------------------------------------------------
+    def register_trainer(self, trainer_id: str, address: str, flavor_ids: list[str], slots: int, device: str) -> float:
+        if not trainer_id:
+            raise InvalidArgument.field("trainer_id", "is required")
+        if not address:
+            raise InvalidArgument.field("address", "is required")
+        if slots < 1:
+            raise InvalidArgument.field("slots", "must be at least 1")
+        unknown = [f for f in flavor_ids if f not in self.catalog.flavors]
+        if unknown or not flavor_ids:
+            raise InvalidArgument.field("flavor_ids", f"unknown or missing flavors: {unknown or 'none given'}")
+        self.store.upsert_trainer(Trainer(trainer_id, address, flavor_ids, slots, device, self.clock()))
+        self._wake()
+        return self.settings.heartbeat_timeout_seconds
+
+    def _live_trainers(self) -> list[Trainer]:
+        now = self.clock()
+        return [t for t in self.store.trainers() if now - t.last_seen <= self.settings.heartbeat_timeout_seconds]
+
+    # the dispatcher loop ---------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._drop_lost_trainers()
+                self._enforce_deadlines()
+                self._dispatch_once()
+            except Exception:  # the loop must survive anything; log and go on
+                log.exception("dispatcher.error")
+            with self._changed:
+                self._changed.wait(timeout=self.settings.dispatch_interval_seconds)
+
+    def _drop_lost_trainers(self) -> None:
+        now = self.clock()
+        for trainer in self.store.trainers():
+            if now - trainer.last_seen > self.settings.heartbeat_timeout_seconds:
+                log.warning("trainer.lost", trainer_id=trainer.id, silent_seconds=round(now - trainer.last_seen, 1))
+                for job in self.store.jobs_in_states(ACTIVE_STATES):
+                    if job.trainer_id == trainer.id:
+                        self._finish(job.id, "FAILED", "TRAINER_LOST", f"trainer {trainer.id} stopped answering")
+                self.store.delete_trainer(trainer.id)
+
+    def _enforce_deadlines(self) -> None:
+        now = self.clock()
+        for job in self.store.jobs_in_states(ACTIVE_STATES):
+            deadline = job.deadline
+            if deadline is None or now < deadline:
+                continue
+            if not job.stop_requested:
+                with self.store.transaction() as tx:
+                    self.store.update_job(tx, job.id, stop_requested=job.deadline_reason)
+                    self.store.append_event(tx, job.id, now, {"log": {"level": "info", "message": "duration limit reached; stopping and saving the best model"}})
+                self._wake()
+                self._stop_on_trainer(job.trainer_id, job.id, job.deadline_reason)
+            elif now > deadline + self.settings.stop_grace_seconds:
+                self._finish(
+                    job.id, "FAILED", job.deadline_reason,
+                    f"the trainer did not stop within {self.settings.stop_grace_seconds:g} s of the duration limit",
+                )
+                self._stop_on_trainer(job.trainer_id, job.id, "CANCELLED")
+
+    def _dispatch_once(self) -> None:
+        """Start every queued job that has a slot and quota; refresh queue positions.
+
+        Queues are FIFO per flavor, best-effort: a job that waits only for its
+        tenant's quota lets later jobs of other tenants pass, so one tenant cannot
+        block a flavor; its place never goes back.
+        """
+        with self.store.transaction() as tx:
+            queued = self.store.jobs_in_states(("QUEUED",), tx)
+            if not queued:
+                return
+            active = self.store.jobs_in_states(ACTIVE_STATES, tx)
+            trainers = self._live_trainers()
+            used = {t.id: sum(1 for j in active if j.trainer_id == t.id) for t in trainers}
+            started: list[str] = []
+            position: dict[str, int] = {}
+            now = self.clock()
+            for job in queued:
+                flavor = self.catalog.flavors[job.flavor_id]
+                tenant_active = sum(1 for j in active if j.tenant == job.tenant and j.flavor_id == job.flavor_id)
+                serving = [t for t in trainers if job.flavor_id in t.flavors]
+                free = [t for t in serving if used[t.id] < t.slots]
+                quota = flavor.tenant_concurrency_quota
+                if quota and tenant_active >= quota:
+                    wait = f"your quota of {quota} running job(s) on {flavor.display_name} is in use"
+                elif not serving:
+                    wait = f"no trainer serves {flavor.display_name} right now"
+                elif not free:
+                    wait = f"waiting for a free slot on {flavor.display_name}"
+                else:
+                    trainer = free[0]
+                    used[trainer.id] += 1
+                    self.store.update_job(tx, job.id, state="STARTING", trainer_id=trainer.id, start_time=now,
+                                          queue_position=0, wait_reason="")
+                    self.store.append_event(tx, job.id, now, {"stateChange": {
+                        "state": "TRAINING_JOB_STATE_STARTING", "message": f"dispatched to trainer {trainer.id}"}})
+                    active.append(self.store.get_job(job.id, tx))
+                    started.append(job.id)
+                    continue
+                position[job.flavor_id] = position.get(job.flavor_id, 0) + 1
+                place = position[job.flavor_id]
+                if place != job.queue_position or wait != job.wait_reason:
+                    self.store.update_job(tx, job.id, queue_position=place, wait_reason=wait)
+                    self.store.append_event(tx, job.id, now, {"queuePosition": {
+                        "position": place, "jobsAhead": place - 1, "waitReason": wait}})
+        self._wake()
+        for job_id in started:
+            log.info("job.dispatched", job_id=job_id)
+            self._start_runner(job_id, attach=False)
+
+    # following a trainer ---------------------------------------------------------
+    def _start_runner(self, job_id: str, attach: bool) -> None:
+        with self._runners_lock:
+            if job_id in self._runners and self._runners[job_id].is_alive():
+                return
+            thread = threading.Thread(target=self._follow, args=(job_id, attach), name=f"run-{job_id}", daemon=True)
+            self._runners[job_id] = thread
+        thread.start()
+
+    def _spec(self, job: Job) -> TrainingSpec:
+        p = job.params
+        return TrainingSpec(
+            job_id=job.id, dataset_id=job.dataset_id, dataset_version=p["datasetVersion"],
+            manifest_key=p["manifestKey"], preference=p["preference"], seed=p["seed"],
+            deadline=job.deadline or self.clock() + job.duration_limit, deadline_reason=job.deadline_reason,
+            init_artifact_prefix=p["initArtifactPrefix"], artifact_prefix=f"models/{job.dataset_id}/{job.id}/",
+            max_epochs=p["maxEpochs"],
+        )
+
+    def _follow(self, job_id: str, attach: bool) -> None:
+        """Stream the job's trainer events into the log until the outcome; re-attach after breaks."""
+        while not self._stopping.is_set():
+            job = self.store.get_job(job_id)
+            if job is None or job.final:
+                return
+            trainer = next((t for t in self.store.trainers() if t.id == job.trainer_id), None)
+            if trainer is None:  # dropped as lost; the dispatcher failed the job
+                return
+            try:
+                for update in self.trainers.run(trainer.address, self._spec(job), job.trainer_seq, attach):
+                    if self._apply(job_id, update):
+                        return
+            except NotFound:
+                self._finish(job_id, "FAILED", "TRAINER_LOST", f"trainer {trainer.id} no longer knows the job")
+                return
+            except TrainyardError as exc:
+                log.warning("job.stream_broken", job_id=job_id, error=exc.message)
+            attach = True
+            self._stopping.wait(1.0)
+
+    def _apply(self, job_id: str, update: TrainerUpdate) -> bool:
+        """Record one trainer event; True once the job has ended."""
+        now = self.clock()
+        with self.store.transaction() as tx:
+            job = self.store.get_job(job_id, tx)
+            if job is None or job.final:
+                return True
+            if update.sequence <= job.trainer_seq:
+                return False  # replayed after a re-attach: recorded already
+            fields: dict[str, Any] = {"trainer_seq": update.sequence}
+            if update.kind == "progress":
+                if job.state == "STARTING":
+                    fields["state"] = "RUNNING"
+                    self.store.append_event(tx, job_id, now, {"stateChange": {"state": "TRAINING_JOB_STATE_RUNNING"}})
+                fields["latest_progress"] = update.body
+                self.store.append_event(tx, job_id, now, {"progress": update.body})
+                self.store.update_job(tx, job_id, **fields)
+            elif update.kind == "log":
+                self.store.append_event(tx, job_id, now, {"log": update.body})
+                self.store.update_job(tx, job_id, **fields)
+            else:
+                self.store.update_job(tx, job_id, **fields)
+                self._record_outcome(tx, job, update.body, now)
+        self._wake()
+        return update.kind == "outcome"
+
+    def _record_outcome(self, tx, job: Job, outcome: dict[str, Any], now: float) -> None:
+        reason = outcome.get("stopReason", "STOP_REASON_UNSPECIFIED").removeprefix("STOP_REASON_")
+        if reason == "ERROR" or not outcome.get("artifactPrefix"):
+            message = outcome.get("errorMessage") or "training ended without a model"
+            self._finish_tx(tx, job.id, "FAILED", reason if reason != "UNSPECIFIED" else "ERROR", message, now)
+            return
+        body = {
+            "datasetId": job.dataset_id, "jobId": job.id, "datasetVersion": job.params["datasetVersion"],
+            "parameters": _parameters(job.params), "evaluation": outcome.get("evaluation", {}),
+            "stopReason": "STOP_REASON_" + reason, "artifactPrefix": outcome["artifactPrefix"],
+            "createTime": now, "architecture": outcome.get("architecture", ""),
+            "initialization": outcome.get("initialization", ""), "epochsRun": outcome.get("epochsRun", 0),
+            "bestEpoch": outcome.get("bestEpoch", 0), "device": outcome.get("device", ""),
+            "trainingTime": outcome.get("trainingTime", "0s"),
+        }
+        version = self.store.insert_model_version(tx, job.dataset_id, job.id, now, body)
+        self.store.update_job(tx, job.id, model_version=version)
+        self.store.append_event(tx, job.id, now, {"result": {"modelVersion": {**_model_version_json(body), "version": version}}})
+        self._finish_tx(tx, job.id, "COMPLETED", reason, f"model version {version} created", now)
+
+    def _finish(self, job_id: str, state: str, reason: str, message: str) -> None:
+        with self.store.transaction() as tx:
+            self._finish_tx(tx, job_id, state, reason, message, self.clock())
+        self._wake()
+
+    def _finish_tx(self, tx, job_id: str, state: str, reason: str, message: str, now: float) -> None:
+        job = self.store.get_job(job_id, tx)
+        if job is None or job.final:
+            return
+        fields: dict[str, Any] = {"state": state, "stop_reason": reason, "end_time": now, "queue_position": 0, "wait_reason": ""}
+        if state == "FAILED":
+            fields["error_message"] = message
+        self.store.update_job(tx, job_id, **fields)
+        self.store.append_event(
+            tx, job_id, now,
+            {"stateChange": {"state": f"TRAINING_JOB_STATE_{state}", "stopReason": f"STOP_REASON_{reason}", "message": message}},
+            final=True,
+        )
+        log.info("job.finished", job_id=job_id, state=state, reason=reason)
+
+    def _stop_on_trainer(self, trainer_id: str, job_id: str, reason: str) -> None:
+        trainer = next((t for t in self.store.trainers() if t.id == trainer_id), None)
+        if trainer is None:
+            return
+
+        def stop() -> None:
+            try:
+                self.trainers.stop(trainer.address, job_id, reason)
+            except TrainyardError as exc:
+                log.warning("trainer.stop_failed", job_id=job_id, error=exc.message)
+
+        threading.Thread(target=stop, name=f"stop-{job_id}", daemon=True).start()
+
+
+def _parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """The TrainingParameters proto-JSON of a job's stored parameters."""
+    keys = ("datasetVersion", "trainRatio", "seed", "incrementalModelVersion", "maxDurationMinutes",
+            "flavorId", "freeTermsAccepted", "maxEpochs")
+    out = {k: params[k] for k in keys}
+    out["seed"] = str(out["seed"])
+    out["preference"] = "TRAINING_PREFERENCE_" + params["preference"]
+    return out
+
+
+def _model_version_json(body: dict[str, Any]) -> dict[str, Any]:
+    """A stored model version in the ModelVersion proto-JSON form."""
+    from datetime import UTC, datetime
+
+    out = dict(body)
+    out["createTime"] = datetime.fromtimestamp(body["createTime"], UTC).isoformat().replace("+00:00", "Z")
+    return out

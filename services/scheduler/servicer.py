@@ -1,0 +1,73 @@
+"""SchedulerService RPCs: proto in → domain call → proto out."""
+
+from __future__ import annotations
+
+from trainyard.common.v1 import training_pb2 as common
+from trainyard.errors import InvalidArgument
+from trainyard.scheduler.v1 import scheduler_service_pb2 as api
+from trainyard.scheduler.v1 import scheduler_service_pb2_grpc as api_grpc
+from trainyard.services.scheduler import mapping
+from trainyard.services.scheduler.service import JobRequest, SchedulerService
+from trainyard.trainer.v1 import trainer_pb2
+
+MAX_PREDICT_IMAGES = 64
+
+
+class SchedulerServicer(api_grpc.SchedulerServiceServicer):
+    def __init__(self, service: SchedulerService) -> None:
+        self.service = service
+
+    def CreateTrainingJob(self, request, context):
+        preference = ""
+        if request.preference:
+            preference = common.TrainingPreference.Name(request.preference).removeprefix("TRAINING_PREFERENCE_")
+        job = self.service.create_job(JobRequest(
+            request_id=request.request_id, dataset_id=request.dataset_id, dataset_version=request.dataset_version,
+            new_version_name=request.new_version_name, train_ratio=request.train_ratio, seed=request.seed,
+            incremental_model_version=request.incremental_model_version,
+            max_duration_minutes=request.max_duration_minutes, preference=preference, flavor_id=request.flavor_id,
+            accept_free_terms=request.accept_free_terms, max_epochs=request.max_epochs,
+        ))
+        return api.CreateTrainingJobResponse(training_job=mapping.job(job))
+
+    def GetTrainingJob(self, request, context):
+        return api.GetTrainingJobResponse(training_job=mapping.job(self.service.get_job(request.job_id)))
+
+    def ListTrainingJobs(self, request, context):
+        jobs, token = self.service.list_jobs(request.dataset_id, request.page_size, request.page_token)
+        return api.ListTrainingJobsResponse(training_jobs=[mapping.job(j) for j in jobs], next_page_token=token)
+
+    def CancelTrainingJob(self, request, context):
+        return api.CancelTrainingJobResponse(training_job=mapping.job(self.service.cancel(request.job_id)))
+
+    def WatchTrainingJob(self, request, context):
+        for event in self.service.watch(request.job_id, request.after_sequence, context.is_active):
+            yield api.WatchTrainingJobResponse(event=mapping.event(event))
+
+    def ListFlavors(self, request, context):
+        return api.ListFlavorsResponse(flavors=[mapping.flavor(*f) for f in self.service.flavors()])
+
+    def ListModelVersions(self, request, context):
+        versions, token = self.service.model_versions(request.dataset_id, request.page_size, request.page_token)
+        return api.ListModelVersionsResponse(model_versions=[mapping.model_version(v) for v in versions], next_page_token=token)
+
+    def GetModelVersion(self, request, context):
+        body = self.service.model_version(request.dataset_id, request.version)
+        return api.GetModelVersionResponse(model_version=mapping.model_version(body))
+
+    def Predict(self, request, context):
+        if not request.images:
+            raise InvalidArgument.field("images", "at least one image is required")
+        if len(request.images) > MAX_PREDICT_IMAGES:
+            raise InvalidArgument.field("images", f"{len(request.images)} images; at most {MAX_PREDICT_IMAGES} per request")
+        predictions = self.service.predict(request.dataset_id, request.version, list(request.images), request.top_k)
+        return api.PredictResponse(predictions=[
+            trainer_pb2.Prediction(labels=[trainer_pb2.LabelScore(label=label, score=score) for label, score in p])
+            for p in predictions
+        ])
+
+    def RegisterTrainer(self, request, context):
+        timeout = self.service.register_trainer(
+            request.trainer_id, request.address, list(request.flavor_ids), request.slots, request.device
+        )
+        return api.RegisterTrainerResponse(heartbeat_timeout_seconds=int(timeout))

@@ -1,0 +1,262 @@
+"""The trainer's runtime: runs jobs in threads, keeps their event logs, serves predictions.
+
+A job id runs at most once per trainer process: a second RunTraining for the same
+id attaches to the running (or finished) job and replays its events, which is how
+the scheduler re-attaches after its own restart. Training reads the version's
+manifest and images straight from the object store (the data plane) and writes
+its artifacts there.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import structlog
+import torch
+
+from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from trainyard.objectstore import ObjectStore
+from trainyard.services.dataset.manifest import parse_manifest
+from trainyard.services.trainer import evaluation as evaluation_mod
+from trainyard.services.trainer import export, training
+
+log = structlog.get_logger(__name__)
+
+PROGRESS_INTERVAL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: str
+    dataset_id: str
+    dataset_version: str
+    manifest_key: str
+    preference: str  # "performance_first" | "balance" | "accuracy_first"
+    seed: int
+    deadline: float
+    deadline_reason: str  # reported when the deadline ends training
+    init_artifact_prefix: str
+    artifact_prefix: str
+    max_epochs: int
+
+
+@dataclass
+class JobEvent:
+    sequence: int
+    time: float
+    kind: str  # "progress" | "log" | "outcome"
+    body: dict[str, Any]
+
+
+@dataclass
+class JobRun:
+    spec: JobSpec
+    events: list[JobEvent] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    stop_reason: str | None = None
+    done: bool = False
+
+    def emit(self, kind: str, body: dict[str, Any]) -> None:
+        with self.changed:
+            self.events.append(JobEvent(len(self.events) + 1, time.time(), kind, body))
+            if kind == "outcome":
+                self.done = True
+            self.changed.notify_all()
+
+
+class TrainerRuntime:
+    def __init__(self, objects: ObjectStore, slots: int = 1, device: str | None = None, model_cache_size: int = 4) -> None:
+        self.objects = objects
+        self.slots = slots
+        self.device = device
+        self._jobs: dict[str, JobRun] = {}
+        self._lock = threading.Lock()
+        self._models: OrderedDict[str, dict] = OrderedDict()
+        self._models_lock = threading.Lock()
+        self._model_cache_size = model_cache_size
+
+    @property
+    def device_description(self) -> str:
+        if (self.device or "").startswith("cuda") or (self.device is None and torch.cuda.is_available()):
+            return f"cuda ({torch.cuda.get_device_name(0)})"
+        return "cpu"
+
+    # training --------------------------------------------------------------------
+    def run(self, spec: JobSpec, after_sequence: int = 0, attach_only: bool = False,
+            is_active: Callable[[], bool] = lambda: True) -> Iterator[JobEvent]:
+        """Start the job unless known, then stream its events after `after_sequence` until the outcome."""
+        with self._lock:
+            job = self._jobs.get(spec.job_id)
+            if job is None:
+                if attach_only:
+                    raise NotFound(f"this trainer does not know job {spec.job_id}")
+                _check_spec(spec)
+                running = sum(1 for j in self._jobs.values() if not j.done)
+                if running >= self.slots:
+                    raise ResourceExhausted(f"all {self.slots} training slot(s) of this trainer are busy")
+                job = JobRun(spec)
+                self._jobs[spec.job_id] = job
+                threading.Thread(target=self._train, args=(job,), name=f"train-{spec.job_id}", daemon=True).start()
+        sequence = after_sequence
+        while is_active():
+            with job.changed:
+                pending = job.events[sequence:]
+                if not pending:
+                    if job.done:
+                        return
+                    job.changed.wait(timeout=1.0)
+                    continue
+            for event in pending:
+                yield event
+                sequence = event.sequence
+            if job.done and sequence >= len(job.events):
+                return
+
+    def stop(self, job_id: str, reason: str) -> bool:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"this trainer does not know job {job_id}")
+        if job.done:
+            return False
+        job.stop_reason = reason
+        return True
+
+    def _train(self, job: JobRun) -> None:
+        spec = job.spec
+        bound = log.bind(job_id=spec.job_id)
+        started = time.time()
+        try:
+            job.emit("log", {"level": "info", "message": f"loading dataset version {spec.dataset_version}"})
+            entries = parse_manifest(self.objects.get_bytes(spec.manifest_key))
+            samples = [training.Sample(e.image_id, e.label, e.usage) for e in entries]
+            images = self._fetch_images(entries)
+            classes = sorted({s.label for s in samples})
+            init_checkpoint = None
+            if spec.init_artifact_prefix:
+                init_checkpoint = _load_checkpoint(self.objects.get_bytes(spec.init_artifact_prefix + "checkpoint.pt"))
+            job.emit("log", {"level": "info", "message": f"{len(samples)} images, {len(classes)} classes; training on {self.device_description}"})
+            last_progress = [0.0]
+
+            def progress(p: training.Progress) -> None:
+                now = time.time()
+                if now - last_progress[0] >= PROGRESS_INTERVAL_SECONDS or p.step == p.steps_total:
+                    last_progress[0] = now
+                    job.emit("progress", _progress_body(p))
+
+            result = training.train(
+                samples, images,
+                training.TrainConfig(
+                    classes=classes, preference=spec.preference, deadline=spec.deadline, seed=spec.seed,
+                    device=self.device, max_epochs=spec.max_epochs or None, init_checkpoint=init_checkpoint,
+                ),
+                progress=progress,
+                should_stop=lambda: job.stop_reason,
+            )
+            reason = {"converged": "CONVERGED", "duration_limit": spec.deadline_reason}.get(result.stop_reason, result.stop_reason)
+            self._write_artifacts(spec, result, samples)
+            job.emit("outcome", {
+                "stopReason": "STOP_REASON_" + reason, "evaluation": evaluation_body(result.evaluation),
+                "artifactPrefix": spec.artifact_prefix, "epochsRun": result.epochs_run, "bestEpoch": result.best_epoch,
+                "device": result.device, "initialization": result.init, "imagesPerSecond": result.images_per_second,
+                "resolution": result.resolution, "architecture": result.arch,
+                "trainingTime": f"{time.time() - started:.3f}s",
+            })
+            bound.info("training.done", reason=reason, accuracy=result.evaluation.get("accuracy"))
+        except Exception as exc:  # any failure ends the job with a reason, never silently
+            bound.exception("training.failed")
+            job.emit("outcome", {"stopReason": "STOP_REASON_ERROR", "errorMessage": f"{type(exc).__name__}: {exc}",
+                                 "trainingTime": f"{time.time() - started:.3f}s"})
+
+    def _fetch_images(self, entries) -> dict[str, bytes]:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            data = list(pool.map(lambda e: self.objects.get_bytes(e.object_key), entries))
+        return {e.image_id: d for e, d in zip(entries, data, strict=True)}
+
+    def _write_artifacts(self, spec: JobSpec, result: training.TrainResult, samples: list[training.Sample]) -> None:
+        prefix = spec.artifact_prefix
+        buffer = io.BytesIO()
+        torch.save(result.checkpoint, buffer)
+        self.objects.put_bytes(prefix + "checkpoint.pt", buffer.getvalue())
+        scripted, preprocessing = export.export_torchscript(result.checkpoint)
+        self.objects.put_bytes(prefix + "model.torchscript.pt", scripted)
+        self.objects.put_json(prefix + "preprocessing.json", preprocessing)
+        self.objects.put_json(prefix + "labels.json", result.checkpoint["classes"])
+        counts = Counter((s.label, s.usage) for s in samples)
+        self.objects.put_json(prefix + "metrics.json", {
+            "evaluation": result.evaluation, "history": result.history, "stop_reason": result.stop_reason,
+            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "device": result.device,
+            "architecture": result.arch, "resolution": result.resolution, "initialization": result.init,
+            "parameters": asdict(spec), "samples": {f"{label}/{usage}": n for (label, usage), n in sorted(counts.items())},
+        })
+        self.objects.put_bytes(prefix + "confusion_matrix.png", evaluation_mod.plot_confusion_matrix(result.evaluation), "image/png")
+        self.objects.put_bytes(prefix + "curves.png", evaluation_mod.plot_curves(result.history), "image/png")
+
+    # serving ---------------------------------------------------------------------
+    def predict(self, artifact_prefix: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
+        if not artifact_prefix:
+            raise InvalidArgument.field("artifact_prefix", "is required")
+        if not images:
+            raise InvalidArgument.field("images", "at least one image is required")
+        checkpoint = self._model(artifact_prefix)
+        classes = checkpoint["classes"]
+        k = top_k or min(5, len(classes))
+        if not 1 <= k <= len(classes):
+            raise InvalidArgument.field("top_k", f"must be 1 to {len(classes)} (the number of classes)")
+        try:
+            return training.predict(checkpoint, images, top_k=k)
+        except Exception as exc:
+            raise InvalidArgument.field("images", f"an image could not be decoded: {exc}") from None
+
+    def _model(self, artifact_prefix: str) -> dict:
+        with self._models_lock:
+            if artifact_prefix in self._models:
+                self._models.move_to_end(artifact_prefix)
+                return self._models[artifact_prefix]
+        checkpoint = _load_checkpoint(self.objects.get_bytes(artifact_prefix + "checkpoint.pt"))
+        with self._models_lock:
+            self._models[artifact_prefix] = checkpoint
+            while len(self._models) > self._model_cache_size:
+                self._models.popitem(last=False)
+        return checkpoint
+
+
+def _check_spec(spec: JobSpec) -> None:
+    for name in ("job_id", "manifest_key", "artifact_prefix"):
+        if not getattr(spec, name):
+            raise InvalidArgument.field(f"spec.{name}", "is required")
+    if spec.deadline <= 0:
+        raise InvalidArgument.field("spec.deadline", "is required")
+    if spec.preference not in ("performance_first", "balance", "accuracy_first"):
+        raise FailedPrecondition(f"unknown preference {spec.preference!r}")
+
+
+def _load_checkpoint(data: bytes) -> dict:
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+
+
+def _progress_body(p: training.Progress) -> dict[str, Any]:
+    body = {
+        "epoch": p.epoch, "epochsTotal": p.epochs_total, "step": str(p.step), "stepsTotal": str(p.steps_total),
+        "loss": p.loss, "trainAccuracy": p.train_accuracy, "learningRate": p.learning_rate,
+        "imagesPerSecond": p.images_per_second, "eta": f"{max(p.eta_seconds, 0):.3f}s", "device": p.device,
+    }
+    if p.val_accuracy is not None:
+        body["validationAccuracy"] = p.val_accuracy
+    return body
+
+
+def evaluation_body(ev: dict[str, Any]) -> dict[str, Any]:
+    """The Evaluation proto-JSON of an evaluation dict (evaluation.evaluate_predictions)."""
+    return json.loads(json.dumps(_evaluation_fields(ev)))
+
+
+def _evaluation_fields(ev: dict[str, Any]) -> dict[str, Any]:
+    raise NotImplementedError  # replaced below once the evaluation dict's shape is fixed

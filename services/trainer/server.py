@@ -1,0 +1,101 @@
+"""Trainer process: configuration, server factory, registration with the scheduler, main."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import grpc
+
+from trainyard import log as logs
+from trainyard.config import S3Config, env_float, env_int, env_str
+from trainyard.objectstore import ObjectStore
+from trainyard.rpc import RunningServer, channel, create_server, serve_until_signal
+from trainyard.scheduler.v1 import scheduler_service_pb2 as sched
+from trainyard.scheduler.v1 import scheduler_service_pb2_grpc as sched_grpc
+from trainyard.services.trainer.runtime import TrainerRuntime
+from trainyard.services.trainer.servicer import TrainerServicer
+from trainyard.trainer.v1 import trainer_service_pb2, trainer_service_pb2_grpc
+
+SERVICE_NAME = trainer_service_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
+log = logs.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    listen: str
+    advertise: str  # the address the scheduler dials; defaults to the listen address
+    trainer_id: str
+    scheduler_address: str  # empty: do not register (tests that call the trainer directly)
+    flavors: tuple[str, ...]
+    slots: int
+    device: str | None
+    heartbeat_seconds: float
+    s3: S3Config
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TrainerConfig:
+        env = os.environ if env is None else env
+        listen = env_str(env, "TRAINYARD_TRAINER_LISTEN", "127.0.0.1:50053")
+        return cls(
+            listen=listen,
+            advertise=env_str(env, "TRAINYARD_TRAINER_ADVERTISE", listen),
+            trainer_id=env_str(env, "TRAINYARD_TRAINER_ID", socket.gethostname()),
+            scheduler_address=env.get("TRAINYARD_SCHEDULER_ADDRESS", ""),
+            flavors=tuple(env_str(env, "TRAINYARD_TRAINER_FLAVORS", "free-gpu,compute-gpu-1").split(",")),
+            slots=env_int(env, "TRAINYARD_TRAINER_SLOTS", 1),
+            device=env.get("TRAINYARD_TRAINER_DEVICE") or None,
+            heartbeat_seconds=env_float(env, "TRAINYARD_HEARTBEAT_SECONDS", 5.0),
+            s3=S3Config.from_env(env),
+        )
+
+
+def build(config: TrainerConfig) -> tuple[RunningServer, TrainerRuntime]:
+    objects = ObjectStore(config.s3.endpoint, config.s3.access_key, config.s3.secret_key, config.s3.bucket, config.s3.secure)
+    runtime = TrainerRuntime(objects, slots=config.slots, device=config.device)
+    running = create_server(
+        config.listen,
+        lambda server: trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(runtime), server),
+        [SERVICE_NAME],
+    )
+    return running, runtime
+
+
+def register_forever(config: TrainerConfig, port: int, runtime: TrainerRuntime, stop: threading.Event) -> None:
+    """Register with the scheduler, then heartbeat until `stop`; survives a scheduler that is down."""
+    host, _, _ = config.advertise.rpartition(":")
+    stub = sched_grpc.SchedulerServiceStub(channel(config.scheduler_address))
+    request = sched.RegisterTrainerRequest(
+        trainer_id=config.trainer_id, address=f"{host}:{port}", flavor_ids=list(config.flavors),
+        slots=config.slots, device=runtime.device_description,
+    )
+    registered = False
+    while not stop.is_set():
+        try:
+            stub.RegisterTrainer(request, timeout=5)
+            if not registered:
+                log.info("trainer.registered", scheduler=config.scheduler_address, address=request.address)
+            registered = True
+        except grpc.RpcError as exc:
+            if registered:
+                log.warning("trainer.heartbeat_failed", code=exc.code().name)
+            registered = False
+        stop.wait(config.heartbeat_seconds)
+
+
+def main() -> None:
+    logs.configure("trainer")
+    config = TrainerConfig.from_env()
+    running, runtime = build(config)
+    log.info("trainer.listening", port=running.port, listen=config.listen, device=runtime.device_description)
+    stop = threading.Event()
+    if config.scheduler_address:
+        threading.Thread(target=register_forever, args=(config, running.port, runtime, stop), daemon=True).start()
+    serve_until_signal(running, on_stop=stop.set)
+
+
+if __name__ == "__main__":
+    main()

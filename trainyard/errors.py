@@ -1,0 +1,69 @@
+"""The domain error hierarchy, shared by every service.
+
+Domain code raises these; the RPC layer (``trainyard.rpc``) maps each to one gRPC
+status code in one place. Anything else that escapes a handler becomes INTERNAL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request: which field, and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+class TrainyardError(Exception):
+    """Base of every error a user may see; its message is written for people."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(TrainyardError):
+    """The request itself is wrong; names every offending field."""
+
+    def __init__(self, message: str, violations: list[FieldViolation] | None = None) -> None:
+        super().__init__(message)
+        self.violations = violations or []
+
+    @classmethod
+    def field(cls, field: str, description: str) -> InvalidArgument:
+        return cls(f"{field}: {description}", [FieldViolation(field, description)])
+
+
+class NotFound(TrainyardError):
+    """The named resource does not exist (or is not visible to the caller)."""
+
+
+class AlreadyExists(TrainyardError):
+    """A resource with that name exists already."""
+
+
+class FailedPrecondition(TrainyardError):
+    """The request is well formed but the system's state refuses it.
+
+    ``violations`` lists every rule that fails (for example every S1 rule), so a
+    user can fix them all at once.
+    """
+
+    def __init__(self, message: str, violations: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.violations = violations or []
+
+
+class ResourceExhausted(TrainyardError):
+    """A limit or quota is exceeded; the message names the limit."""
+
+
+class Unavailable(TrainyardError):
+    """A dependency (object store, another service) cannot be reached right now."""
+
+
+class Aborted(TrainyardError):
+    """A concurrent change won; the caller may retry."""
