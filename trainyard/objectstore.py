@@ -8,9 +8,10 @@ Errors come out as domain errors (``trainyard.errors``), never as client excepti
 
 * a missing key (or bucket) raises ``NotFound``;
 * a server that cannot be reached (down, refusing connections, timing out, dropping
-  the connection) or that answers 5xx raises ``Unavailable("object store
-  unreachable: ...")``; the HTTP pool uses short connect timeouts and few retries,
-  so a down server fails in about a second, not minutes;
+  the connection) raises ``Unavailable("object store unreachable: ...")``, and one
+  that keeps answering 5xx raises ``Unavailable("object store unavailable ...")``;
+  the HTTP pool uses short connect timeouts and few retries, so a down server
+  fails in under a second, not minutes (a hung one: see ``make_http_client``);
 * credentials the server refuses raise ``ObjectStoreAccessDenied`` (an
   ``Unavailable``: the store cannot be used until the deployment is fixed);
 * any other S3 error raises ``ObjectStoreError``.
@@ -21,6 +22,7 @@ No message ever contains the credentials.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import json
 import os
@@ -62,14 +64,17 @@ class ObjectStoreAccessDenied(Unavailable):
 
 
 def make_http_client(
-    *, connect_timeout: float = 2.0, read_timeout: float = 30.0, max_pool: int = 32
+    *, connect_timeout: float = 2.0, read_timeout: float = 20.0, max_pool: int = 32
 ) -> urllib3.PoolManager:
     """The urllib3 pool behind the client: short connect timeout, few retries.
 
-    A refused connection is retried twice with a 0.2 s backoff (about 0.6 s in all);
-    a connect timeout costs ``connect_timeout`` per try. A request that was sent and
-    whose answer never came is retried once (idempotent methods only), so a hung
-    server costs up to ``2 * read_timeout``.
+    A refused connection is retried twice (backoff 0 s, then 0.4 s: about 0.4 s in
+    all); a connect timeout costs ``connect_timeout`` per try. A request that was
+    sent and whose answer never came (or whose pooled connection turned out dead)
+    is retried once, idempotent methods only, so a hung server (accepting
+    connections, never answering) costs up to ``2 * read_timeout``. 5xx answers
+    are retried twice. ``read_timeout`` bounds each wait for bytes, not a whole
+    transfer, so large objects are fine.
     """
     return urllib3.PoolManager(
         maxsize=max_pool,
@@ -83,6 +88,7 @@ def make_http_client(
             backoff_factor=0.2,
             status_forcelist=_RETRYABLE_STATUS,
             raise_on_status=False,  # let the S3 error body through to minio
+            respect_retry_after_header=False,  # a server's Retry-After must not stall us
         ),
     )
 
@@ -100,7 +106,7 @@ class ObjectStore:
         *,
         region: str | None = None,
         connect_timeout: float = 2.0,
-        read_timeout: float = 30.0,
+        read_timeout: float = 20.0,
     ) -> None:
         """``endpoint`` is ``host:port``, or a URL (``http://host:port``) whose scheme
         then decides ``secure``. ``region`` None asks the server once (GetBucketLocation)."""
@@ -297,9 +303,11 @@ class ObjectStore:
             return False
         headers = _put_headers(data, content_type)
         headers["If-None-Match"] = "*"
+        # minio's public put_object turns unknown headers into x-amz-meta-*, so the
+        # conditional PUT goes through its low-level single-PUT method.
         for attempt in range(4):
             try:
-                self._client._put_object(self.bucket, key, bytes(data), headers=headers)  # noqa: SLF001
+                self._client._put_object(self.bucket, key, bytes(data), headers=headers)
             except S3Error as exc:
                 if exc.code == "PreconditionFailed":
                     self._conditional_put = True
@@ -316,7 +324,7 @@ class ObjectStore:
             # The key was absent just before, so this PUT wrote it. A second
             # conditional PUT must now be refused, or the server ignores the header.
             try:
-                self._client._put_object(self.bucket, key, bytes(data), headers=headers)  # noqa: SLF001
+                self._client._put_object(self.bucket, key, bytes(data), headers=headers)
                 self._conditional_put = False
             except S3Error as exc:
                 if exc.code != "PreconditionFailed":
@@ -344,7 +352,8 @@ class ObjectStore:
             raise Unavailable(
                 f"object store error at {self.url}: {self._scrub(str(exc))[:300]}"
             ) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+            # (not every OSError: a missing local file in put_file is the caller's problem)
             raise Unavailable(f"object store unreachable: {self.url} ({self._describe(exc)})") from None
         except MinioException as exc:
             raise ObjectStoreError(f"object store error at {self.url}: {self._scrub(str(exc))[:300]}") from None

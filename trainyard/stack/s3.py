@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import urllib3
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
@@ -231,6 +233,7 @@ class S3Server:
         self.log_path = Path(log_path).absolute() if log_path else self.data_dir / "s3.log"
         self.backend, self._binary = resolve_backend(backend)
         self._requested_port = port
+        self._s3_pinned = bool(port)  # may the S3 port still change? not once clients know it
         self._credentials = credentials
         # name -> port; decided on the first start and kept by restart().
         self._ports: dict[str, int] = {}
@@ -274,6 +277,8 @@ class S3Server:
         for attempt in range(1, _START_ATTEMPTS + 1):
             if not self._ports:
                 self._ports = self._allocate_ports()
+            if not port_is_free(self._ports["s3"]) and not self._s3_pinned:
+                self._ports = self._allocate_ports()  # taken since we picked it
             if not port_is_free(self._ports["s3"]):
                 raise S3ServerError(
                     f"cannot start the S3 server: port {self._ports['s3']} on {LOOPBACK} is "
@@ -289,18 +294,20 @@ class S3Server:
                 attempt < _START_ATTEMPTS
                 and time.monotonic() < deadline
                 and _looks_like_port_clash(tail)
-                and port_is_free(self._ports["s3"])
+                and (port_is_free(self._ports["s3"]) or not self._s3_pinned)
             ):
-                # Another process took one of the helper ports between our check
-                # and the server's bind (parallel test runs): take others.
+                # Another process took a port between our check and the server's
+                # bind (parallel test runs): take others. Once clients know the S3
+                # port (explicit, or after a successful start) only helpers move.
                 log.warning("S3 server port clash, retrying with other ports: %s", problem)
-                self._ports = self._allocate_ports(keep_s3=True)
+                self._ports = self._allocate_ports(keep_s3=self._s3_pinned)
                 continue
             raise S3ServerError(
                 f"{self.backend} S3 server failed to start: {problem}\n"
                 f"command: {' '.join(self._command())}\n"
                 f"--- last lines of {self.log_path} ---\n{tail}"
             )
+        self._s3_pinned = True
         self.start_seconds = time.monotonic() - began
         log.info(
             "S3 server (%s) ready at %s in %.2fs", self.backend, self.endpoint.url, self.start_seconds
@@ -371,6 +378,7 @@ class S3Server:
             f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
             "-admin.ui=false", f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin_grpc']}",
+            "-volume.preStopSeconds=0",  # single node: no heartbeat draining on stop
             "-master.telemetry=false",
             f"-s3.config={self._identities_path}",
             f"-bucket={self.bucket}",
@@ -423,7 +431,8 @@ class S3Server:
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
         if self.backend == "weed":
             self._write_identities()
-        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 (closed in _terminate)
+        # Kept open while the server runs; closed in _terminate.
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115
         offset = self._log_file.tell()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         self._log_file.write(f"\n=== {stamp} {' '.join(self._command())}\n".encode())
@@ -483,7 +492,7 @@ class S3Server:
         from minio.error import S3Error
 
         assert self._endpoint is not None
-        stranger = Minio(self._endpoint.address, "nobody-" + os.urandom(4).hex(),
+        stranger = Minio(self._endpoint.address, "trainyard-auth-probe-" + os.urandom(4).hex(),
                          os.urandom(16).hex(), secure=False, region="us-east-1",
                          http_client=_probe_http())  # fmt: skip
         try:
@@ -536,9 +545,7 @@ class S3Server:
         return "\n".join(lines) if lines else "(no output)"
 
 
-def _probe_http():  # type: ignore[no-untyped-def]
-    import urllib3
-
+def _probe_http() -> urllib3.PoolManager:
     return urllib3.PoolManager(timeout=urllib3.Timeout(connect=0.5, read=2), retries=False)
 
 

@@ -1,0 +1,1 @@
+"""The trainer service: PyTorch training, scikit-learn evaluation, model export and prediction."""

@@ -1,0 +1,211 @@
+"""The dataset service through its gRPC API, against a real S3 server."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from minio import Minio
+from PIL import Image
+
+from trainyard.dataset.v1 import dataset_pb2
+from trainyard.dataset.v1 import dataset_service_pb2 as api
+from trainyard.dataset.v1 import dataset_service_pb2_grpc as api_grpc
+from trainyard.rpc import channel
+from trainyard.sample_data import digit_files
+from trainyard.services.dataset.server import DatasetConfig, build
+from trainyard.services.dataset.service import Limits
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, s3_config):
+    config = DatasetConfig("127.0.0.1:0", tmp_path_factory.mktemp("dataset"), s3_config, Limits())
+    running, service = build(config)
+    yield running
+    running.stop(0)
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    return api_grpc.DatasetServiceStub(channel(f"127.0.0.1:{server.port}"))
+
+
+def new_dataset(stub) -> dataset_pb2.Dataset:
+    return stub.CreateDataset(api.CreateDatasetRequest(display_name="d-" + uuid.uuid4().hex[:8])).dataset
+
+
+def upload(stub, dataset_id, files, chunk=64 * 1024):
+    def requests():
+        yield api.UploadImagesRequest(dataset_id=dataset_id)
+        for name, label, data in files:
+            yield api.UploadImagesRequest(header=api.ImageHeader(file_name=name, label=label))
+            for i in range(0, len(data), chunk):
+                yield api.UploadImagesRequest(chunk=data[i:i + chunk])
+
+    return stub.UploadImages(requests())
+
+
+def png(color=(255, 0, 0), size=(16, 16)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_create_get_list(stub):
+    ds = new_dataset(stub)
+    assert ds.id.startswith("ds-")
+    assert stub.GetDataset(api.GetDatasetRequest(dataset_id=ds.id)).dataset.display_name == ds.display_name
+    assert stub.GetDataset(api.GetDatasetRequest(dataset_id=ds.display_name)).dataset.id == ds.id
+    assert ds.id in [d.id for d in stub.ListDatasets(api.ListDatasetsRequest(page_size=1000)).datasets]
+
+
+def test_duplicate_name_and_bad_name(stub):
+    ds = new_dataset(stub)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.CreateDataset(api.CreateDatasetRequest(display_name=ds.display_name))
+    assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.CreateDataset(api.CreateDatasetRequest(display_name="bad name!"))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "display_name" in exc.value.details()
+
+
+def test_unknown_dataset_is_not_found(stub):
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.GetDataset(api.GetDatasetRequest(dataset_id="ds-nope"))
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_upload_stores_by_sha256_and_rejects_bad_files_without_aborting(stub, objects):
+    ds = new_dataset(stub)
+    good = png()
+    response = upload(stub, ds.id, [
+        ("a.png", "red", good),
+        ("junk.png", "red", b"definitely not an image"),
+        ("again.png", "red", good),
+        ("b.png", "", png((0, 255, 0))),
+    ])
+    statuses = [r.status for r in response.results]
+    assert statuses == [dataset_pb2.UPLOAD_STATUS_STORED, dataset_pb2.UPLOAD_STATUS_REJECTED,
+                        dataset_pb2.UPLOAD_STATUS_DUPLICATE, dataset_pb2.UPLOAD_STATUS_STORED]
+    assert response.results[1].reason
+    import hashlib
+    image_id = hashlib.sha256(good).hexdigest()
+    assert response.results[0].image_id == image_id
+    assert objects.get_bytes(f"datasets/{ds.id}/images/{image_id[:2]}/{image_id}") == good
+    got = stub.GetDataset(api.GetDatasetRequest(dataset_id=ds.id)).dataset
+    assert (got.image_count, got.labeled_image_count) == (2, 1)
+    unlabeled = stub.ListImages(api.ListImagesRequest(dataset_id=ds.id, unlabeled_only=True)).images
+    assert [i.file_name for i in unlabeled] == ["b.png"]
+
+
+def test_upload_larger_than_grpc_message_limit(stub):
+    ds = new_dataset(stub)
+    big = Image.frombytes("RGB", (1600, 1600), bytes(range(256)) * (1600 * 1600 * 3 // 256))
+    buffer = io.BytesIO()
+    big.save(buffer, format="BMP")
+    data = buffer.getvalue()
+    assert len(data) > 4 * 2**20
+    response = upload(stub, ds.id, [("big.bmp", "x", data)], chunk=1 << 20)
+    assert response.stored_count == 1, response.results
+
+
+def test_upload_stream_must_start_with_dataset_and_header(stub):
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.UploadImages(iter([api.UploadImagesRequest(chunk=b"x")]))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "dataset_id" in exc.value.details()
+    ds = new_dataset(stub)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.UploadImages(iter([api.UploadImagesRequest(dataset_id=ds.id, chunk=b"x")]))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "header" in exc.value.details()
+
+
+def test_s1_report_lists_every_failing_rule(stub):
+    ds = new_dataset(stub)
+    upload(stub, ds.id, [(f"{i}.png", "cat", png((i, 0, 0))) for i in range(3)])
+    report = stub.CheckTrainability(api.CheckTrainabilityRequest(dataset_id=ds.id)).report
+    assert not report.trainable
+    messages = [v.message for v in report.violations]
+    assert any("1 class" in m and "at least 2" in m for m in messages), messages
+    assert any("'cat' has 3" in m and "at least 5" in m for m in messages), messages
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.PublishVersion(api.PublishVersionRequest(dataset_id=ds.id))
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    status = rpc_status.from_call(exc.value)
+    failure = error_details_pb2.PreconditionFailure()
+    assert status.details[0].Unpack(failure)
+    assert len(failure.violations) == 2
+
+
+@pytest.fixture(scope="module")
+def digits_dataset(stub):
+    ds = new_dataset(stub)
+    response = upload(stub, ds.id, digit_files(per_class=20))
+    assert response.stored_count == 200
+    return ds
+
+
+@pytest.mark.parametrize("ratio", ["1", "0", "0.123456", "abc", "-0.5", "1.5"])
+def test_publish_rejects_bad_ratio_naming_the_field(stub, digits_dataset, ratio):
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.PublishVersion(api.PublishVersionRequest(dataset_id=digits_dataset.id, train_ratio=ratio))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(exc.value)
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    assert bad.field_violations[0].field == "train_ratio"
+
+
+def test_publish_writes_a_version_readable_with_only_an_s3_client(stub, digits_dataset, s3):
+    v = stub.PublishVersion(api.PublishVersionRequest(dataset_id=digits_dataset.id, train_ratio="0.75", seed=7)).version
+    assert v.name.startswith("v")
+    assert (v.train_count, v.validation_count) == (150, 50)
+    assert all((c.train_count, c.validation_count) == (15, 5) for c in v.classes)
+    ep = s3.endpoint
+    raw = Minio(ep.address, ep.credentials.access_key, ep.credentials.secret_key, secure=False)
+    lines = raw.get_object(ep.bucket, v.manifest_key).read().decode().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 200
+    assert {r["usage"] for r in records} == {"TRAIN", "EVAL"}
+    assert sum(r["usage"] == "EVAL" for r in records) == v.validation_count
+    assert all(r["annotation"][0]["type"] == "modelarts/image_classification" for r in records)
+    first = records[0]["source"].removeprefix(f"s3://{ep.bucket}/")
+    assert raw.get_object(ep.bucket, first).read()[:8] == b"\x89PNG\r\n\x1a\n"
+    metadata = json.loads(raw.get_object(ep.bucket, v.metadata_key).read())
+    assert metadata["content_hash"] == v.content_hash
+    assert metadata["train_ratio"] == "0.75" and metadata["seed"] == 7
+
+
+def test_publish_same_name_twice_is_already_exists(stub, digits_dataset):
+    stub.PublishVersion(api.PublishVersionRequest(dataset_id=digits_dataset.id, version_name="fixed"))
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.PublishVersion(api.PublishVersionRequest(dataset_id=digits_dataset.id, version_name="fixed"))
+    assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    names = [v.name for v in stub.ListVersions(api.ListVersionsRequest(dataset_id=digits_dataset.id)).versions]
+    assert names.count("fixed") == 1
+
+
+def test_split_is_stable_when_data_is_added(stub, objects):
+    from trainyard.services.dataset.manifest import parse_manifest
+
+    def usage(version):
+        return {e.image_id: e.usage for e in parse_manifest(objects.get_bytes(version.manifest_key))}
+
+    ds = new_dataset(stub)
+    files = digit_files(per_class=12)
+    upload(stub, ds.id, digit_files(per_class=6))
+    first = stub.PublishVersion(api.PublishVersionRequest(dataset_id=ds.id, seed=3)).version
+    upload(stub, ds.id, files)  # the first 6 of each class again (duplicates) and 6 new ones
+    second = stub.PublishVersion(api.PublishVersionRequest(dataset_id=ds.id, seed=3)).version
+    assert second.parent_version == first.name
+    before, after = usage(first), usage(second)
+    assert len(before) == 60 and len(after) == len(files)
+    moved = {i for i, u in before.items() if after[i] != u}
+    assert moved == set(), "an image of the earlier version changed its set"

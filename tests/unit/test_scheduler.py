@@ -1,0 +1,242 @@
+"""The scheduler's domain with in-memory fakes of the dataset service and a trainer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound
+from trainyard.services.dataset.rules import parse_train_ratio
+from trainyard.services.scheduler.flavors import FlavorCatalog
+from trainyard.services.scheduler.ports import TrainerUpdate, TrainingSpec, VersionInfo
+from trainyard.services.scheduler.service import JobRequest, SchedulerService, SchedulerSettings
+from trainyard.services.scheduler.store import SchedulerStore
+
+
+class FakeDatasets:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, str, int]] = []
+        self.refuse: FailedPrecondition | None = None
+
+    def resolve_dataset(self, id_or_name: str) -> str:
+        if id_or_name not in ("ds-1", "digits"):
+            raise NotFound(f"dataset {id_or_name!r} does not exist")
+        return "ds-1"
+
+    def get_version(self, dataset_id: str, name: str) -> VersionInfo:
+        return VersionInfo(dataset_id, name, "0.8", f"datasets/{dataset_id}/versions/{name}/manifest.jsonl")
+
+    def publish_version(self, dataset_id: str, name: str, train_ratio: str, seed: int) -> VersionInfo:
+        if self.refuse:
+            raise self.refuse
+        parse_train_ratio(train_ratio or "0.8")
+        self.published.append((dataset_id, name, train_ratio, seed))
+        name = name or f"v{len(self.published)}"
+        return VersionInfo(dataset_id, name, train_ratio or "0.8", f"datasets/{dataset_id}/versions/{name}/manifest.jsonl")
+
+
+class FakeTrainer:
+    """Reports progress every 50 ms; finishes after `steps` unless told to stop (or `obey_stop` is off)."""
+
+    def __init__(self, steps: int = 3, obey_stop: bool = True) -> None:
+        self.steps = steps
+        self.obey_stop = obey_stop
+        self.specs: list[TrainingSpec] = []
+        self.stops: dict[str, str] = {}
+
+    def run(self, address, spec, after_sequence, attach_only):
+        self.specs.append(spec)
+        sequence = after_sequence
+        for _ in range(self.steps if self.steps else 10**6):
+            reason = self.stops.get(spec.job_id)
+            if reason and self.obey_stop:
+                break
+            sequence += 1
+            yield TrainerUpdate(sequence, time.time(), "progress", {"epoch": 1, "step": str(sequence), "stepsTotal": "3"})
+            time.sleep(0.05)
+        reason = self.stops.get(spec.job_id, "CONVERGED")
+        yield TrainerUpdate(sequence + 1, time.time(), "outcome", {
+            "stopReason": "STOP_REASON_" + reason, "artifactPrefix": spec.artifact_prefix,
+            "evaluation": {"accuracy": 0.9}, "architecture": "resnet18", "epochsRun": 1, "bestEpoch": 1,
+        })
+
+    def stop(self, address, job_id, reason):
+        self.stops[job_id] = reason
+
+    def predict(self, address, artifact_prefix, images, top_k):
+        return [[("a", 1.0)] for _ in images]
+
+
+def make(tmp_path: Path, trainer: FakeTrainer | None = None, **settings) -> tuple[SchedulerService, FakeDatasets, FakeTrainer]:
+    datasets, trainer = FakeDatasets(), trainer or FakeTrainer()
+    defaults = dict(minute_seconds=0.01, stop_grace_seconds=1.0, heartbeat_timeout_seconds=30.0, dispatch_interval_seconds=0.05)
+    service = SchedulerService(SchedulerStore(tmp_path / "s.db"), FlavorCatalog.load(), datasets, trainer,
+                               SchedulerSettings(**{**defaults, **settings}))
+    service.start()
+    return service, datasets, trainer
+
+
+def add_trainer(service: SchedulerService, slots: int = 1) -> None:
+    service.register_trainer("t1", "127.0.0.1:1", ["free-gpu", "compute-gpu-1"], slots, "cpu")
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+FREE = dict(accept_free_terms=True)
+
+
+@pytest.mark.parametrize(("request_fields", "field"), [
+    ({"max_duration_minutes": 5}, "max_duration_minutes"),
+    ({"max_duration_minutes": 6001}, "max_duration_minutes"),
+    ({"train_ratio": "1"}, "train_ratio"),
+    ({"train_ratio": "0.123456"}, "train_ratio"),
+    ({"flavor_id": "gpu-9000"}, "flavor_id"),
+    ({"preference": "FASTEST"}, "preference"),
+])
+def test_out_of_range_values_name_the_field_and_publish_nothing(tmp_path, request_fields, field):
+    service, datasets, _ = make(tmp_path)
+    with pytest.raises(InvalidArgument) as exc:
+        service.create_job(JobRequest(dataset_id="ds-1", **FREE, **request_fields))
+    assert exc.value.violations[0].field == field
+    assert datasets.published == []
+
+
+def test_free_flavor_requires_agreement_and_shows_the_terms(tmp_path):
+    service, datasets, _ = make(tmp_path)
+    with pytest.raises(FailedPrecondition) as exc:
+        service.create_job(JobRequest(dataset_id="ds-1"))
+    assert "one hour" in exc.value.message
+    assert datasets.published == []
+
+
+def test_s1_refusal_from_the_dataset_service_passes_through(tmp_path):
+    service, datasets, _ = make(tmp_path)
+    datasets.refuse = FailedPrecondition("training cannot start: a; b", ["a", "b"])
+    with pytest.raises(FailedPrecondition) as exc:
+        service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+    assert exc.value.violations == ["a", "b"]
+
+
+def test_defaults_follow_the_source_document(tmp_path):
+    service, datasets, _ = make(tmp_path)
+    job = service.create_job(JobRequest(dataset_id="digits", **FREE))
+    assert job.params["trainRatio"] == "0.8"
+    assert job.params["maxDurationMinutes"] == 60
+    assert job.params["preference"] == "BALANCE"
+    assert job.flavor_id == "free-gpu"
+    assert datasets.published == [("ds-1", "", "", 0)]  # S2: a version published from the current labels
+
+
+def test_request_id_makes_creation_idempotent(tmp_path):
+    service, datasets, _ = make(tmp_path)
+    a = service.create_job(JobRequest(dataset_id="ds-1", request_id="r-1", **FREE))
+    b = service.create_job(JobRequest(dataset_id="ds-1", request_id="r-1", **FREE))
+    assert a.id == b.id
+    assert len(datasets.published) == 1
+
+
+def test_job_runs_to_a_model_version_and_watch_replays_then_ends(tmp_path):
+    service, _, _ = make(tmp_path)
+    add_trainer(service)
+    job = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+    done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
+    assert done.state == "COMPLETED" and done.stop_reason == "CONVERGED"
+    assert done.model_version == "V001"
+    events = list(service.watch(job.id, 0))
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].final
+    kinds = [next(iter(e.payload)) for e in events]
+    assert kinds[0] == "stateChange" and "progress" in kinds and "result" in kinds
+    assert [e.sequence for e in service.watch(job.id, 3)] == [e.sequence for e in events[3:]]
+    second = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+    assert wait_for(lambda: service.get_job(second.id).model_version) == "V002"
+
+
+def test_queue_positions_and_the_free_flavor_tenant_limit(tmp_path):
+    service, _, _ = make(tmp_path, FakeTrainer(steps=0))
+    first = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+    assert service.get_job(first.id).queue_position == 1
+    assert "no trainer" in service.get_job(first.id).wait_reason
+    second = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+    assert service.get_job(second.id).queue_position == 2
+    add_trainer(service, slots=2)
+    wait_for(lambda: service.get_job(first.id).state in ("STARTING", "RUNNING"))
+    waiting = wait_for(lambda: (j := service.get_job(second.id)).queue_position == 1 and j)
+    assert waiting.state == "QUEUED" and "quota" in waiting.wait_reason
+    positions = [e.payload["queuePosition"]["position"] for e in service.store.events_after(second.id, 0) if "queuePosition" in e.payload]
+    assert positions == sorted(positions, reverse=True)  # never increases
+    service.cancel(first.id)
+    wait_for(lambda: service.get_job(second.id).state in ("STARTING", "RUNNING"))
+
+
+def test_duration_limit_stops_training_and_keeps_the_model(tmp_path):
+    service, _, trainer = make(tmp_path, FakeTrainer(steps=0), minute_seconds=0.05)
+    add_trainer(service)
+    job = service.create_job(JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1", max_duration_minutes=6))
+    done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
+    assert done.state == "COMPLETED" and done.stop_reason == "DURATION_LIMIT" and done.model_version
+    assert done.end_time - done.start_time == pytest.approx(0.3, abs=0.5)
+    assert trainer.stops[job.id] == "DURATION_LIMIT"
+
+
+def test_free_flavor_hour_caps_a_longer_maximum(tmp_path):
+    service, _, trainer = make(tmp_path, FakeTrainer(steps=0), minute_seconds=0.01)
+    add_trainer(service)
+    job = service.create_job(JobRequest(dataset_id="ds-1", max_duration_minutes=6000, **FREE))
+    assert service.get_job(job.id).duration_limit == pytest.approx(0.6)
+    done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
+    assert done.stop_reason == "FREE_FLAVOR_HOUR" and done.state == "COMPLETED"
+
+
+def test_a_trainer_that_ignores_the_stop_fails_the_job_after_the_grace_period(tmp_path):
+    service, _, _ = make(tmp_path, FakeTrainer(steps=0, obey_stop=False), minute_seconds=0.05, stop_grace_seconds=0.5)
+    add_trainer(service)
+    job = service.create_job(JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1", max_duration_minutes=6))
+    done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
+    assert done.state == "FAILED"
+    assert "did not stop within 0.5 s" in done.error_message
+
+
+def test_silent_trainer_is_dropped_and_its_jobs_fail(tmp_path):
+    service, _, _ = make(tmp_path, FakeTrainer(steps=0), heartbeat_timeout_seconds=0.5)
+    add_trainer(service)
+    job = service.create_job(JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1"))
+    done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
+    assert (done.state, done.stop_reason) == ("FAILED", "TRAINER_LOST")
+    assert service.store.trainers() == []
+
+
+def test_cancel_queued_job_and_refuse_cancelling_an_ended_one(tmp_path):
+    service, _, _ = make(tmp_path)
+    job = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+    cancelled = service.cancel(job.id)
+    assert (cancelled.state, cancelled.stop_reason) == ("CANCELLED", "CANCELLED")
+    assert list(service.watch(job.id, 0))[-1].final
+    with pytest.raises(FailedPrecondition):
+        service.cancel(job.id)
+
+
+def test_incremental_version_must_exist(tmp_path):
+    service, _, _ = make(tmp_path)
+    with pytest.raises(NotFound) as exc:
+        service.create_job(JobRequest(dataset_id="ds-1", incremental_model_version="V009", **FREE))
+    assert "V009" in exc.value.message
+
+
+def test_unknown_job_is_not_found(tmp_path):
+    service, _, _ = make(tmp_path)
+    with pytest.raises(NotFound):
+        service.get_job("job-nope")
+    with pytest.raises(NotFound):
+        next(service.watch("job-nope", 0))
