@@ -25,7 +25,6 @@ import contextlib
 import http.client
 import io
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,21 +133,6 @@ class ObjectStore:
     @classmethod
     def from_endpoint(cls, ep: S3Endpoint) -> ObjectStore:
         return cls(ep.address, ep.credentials.access_key, ep.credentials.secret_key, ep.bucket, ep.secure)
-
-    @classmethod
-    def from_env(cls, prefix: str = "TRAINYARD_S3_") -> ObjectStore:
-        """From ``<prefix>ENDPOINT``, ``ACCESS_KEY``, ``SECRET_KEY``, ``BUCKET`` (default
-        ``trainyard``) and ``SECURE`` (``1``/``true``; or an ``https://`` endpoint)."""
-        missing = [n for n in ("ENDPOINT", "ACCESS_KEY", "SECRET_KEY") if not os.environ.get(prefix + n)]
-        if missing:
-            raise ValueError("object store not configured: set " + ", ".join(prefix + n for n in missing))
-        return cls(
-            os.environ[prefix + "ENDPOINT"],
-            os.environ[prefix + "ACCESS_KEY"],
-            os.environ[prefix + "SECRET_KEY"],
-            os.environ.get(prefix + "BUCKET") or "trainyard",
-            secure=os.environ.get(prefix + "SECURE", "").strip().lower() in ("1", "true", "yes"),
-        )
 
     @property
     def url(self) -> str:

@@ -19,7 +19,6 @@ import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 from torchvision import models
 
@@ -145,20 +144,3 @@ def pretrained_weights_file(arch: str) -> str:
     url: str = models.get_model_weights(arch).DEFAULT.url  # type: ignore[attr-defined]
     return url.rsplit("/", 1)[-1]
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-__all__ = [
-    "ARCHITECTURES",
-    "PRESETS",
-    "Preset",
-    "build_model",
-    "choose_resolution",
-    "classifier_head",
-    "count_parameters",
-    "get_preset",
-    "pretrained_weights_file",
-    "torch",
-]

@@ -1,0 +1,98 @@
+"""The whole local stack (S3 server + three service processes) driven through the SDK and the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from trainyard.errors import FailedPrecondition, InvalidArgument
+from trainyard.sample_data import digit_files, write_digits
+from trainyard.scheduler.v1 import scheduler_pb2
+from trainyard.sdk import Client
+from trainyard.stack.local import LocalStack, StackSettings
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = LocalStack(StackSettings(data_dir=tmp_path_factory.mktemp("stack"), minute_seconds=1.0,
+                                     heartbeat_seconds=1.0, heartbeat_timeout_seconds=10.0))
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def client(stack) -> Client:
+    return Client(stack.address("dataset"), stack.address("scheduler"))
+
+
+@pytest.fixture(scope="module")
+def digits(client):
+    ds = client.create_dataset("digits-e2e")
+    response = client.upload_images(ds.id, digit_files(per_class=15))
+    assert response.stored_count == 150
+    return ds
+
+
+def test_upload_train_watch_metrics(client, digits):
+    job = client.create_training_job(digits.id, accept_free_terms=True, max_epochs=2, preference="performance_first")
+    assert job.state == scheduler_pb2.TRAINING_JOB_STATE_QUEUED
+    events = list(client.watch(job.id))
+    kinds = [e.WhichOneof("kind") for e in events]
+    assert "progress" in kinds and "result" in kinds
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].final
+    done = client.get_job(job.id)
+    assert done.state == scheduler_pb2.TRAINING_JOB_STATE_COMPLETED, done.error_message
+    mv = client.get_model_version(digits.id, done.model_version)
+    assert mv.version == done.model_version and mv.version.startswith("V")
+    ev = mv.evaluation
+    assert ev.validation_samples == 30
+    assert 0.0 <= ev.accuracy <= 1.0 and len(ev.classes) == 10
+    assert sum(c.support for c in ev.classes) == 30
+    assert sum(ev.confusion_matrix.counts) == 30
+    assert mv.artifact_prefix
+    # the model serves predictions right away
+    predictions = client.predict(digits.id, mv.version, [digit_files(per_class=1)[3][2]], top_k=3)
+    assert len(predictions) == 1 and len(predictions[0]) == 3
+
+
+def test_job_refusals_are_clear(client, digits):
+    with pytest.raises(InvalidArgument) as exc:
+        client.create_training_job(digits.id, accept_free_terms=True, max_duration_minutes=5)
+    assert exc.value.violations[0].field == "max_duration_minutes"
+    with pytest.raises(FailedPrecondition):
+        client.create_training_job(digits.id)  # free flavor without agreeing to its terms
+    small = client.create_dataset("too-small")
+    client.upload_images(small.id, digit_files(per_class=3)[:3])
+    with pytest.raises(FailedPrecondition) as exc:
+        client.create_training_job(small.id, accept_free_terms=True)
+    assert len(exc.value.violations) >= 2  # every failing S1 rule, not only the first
+
+
+def test_cli_import_train_and_show(stack, tmp_path):
+    folder = tmp_path / "digits"
+    write_digits(folder, per_class=8)
+    env = {**os.environ, "TRAINYARD_DATASET_ADDRESS": stack.address("dataset"),
+           "TRAINYARD_SCHEDULER_ADDRESS": stack.address("scheduler"), "COLUMNS": "160"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "trainyard.cli.main", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    imported = cli("dataset", "import", str(folder), "--dataset", "cli-digits")
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert "80 stored" in imported.stdout
+    trained = cli("train", "--dataset", "cli-digits", "--accept-free-terms", "--max-epochs", "1",
+                  "--preference", "performance_first")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "Classification statistics" in trained.stdout
+    shown = cli("models", "show", "cli-digits", "V001")
+    assert shown.returncode == 0 and "Confusion matrix" in shown.stdout
+    bad = cli("train", "--dataset", "cli-digits", "--accept-free-terms", "--ratio", "0.123456")
+    assert bad.returncode == 1 and "train_ratio" in bad.stdout
