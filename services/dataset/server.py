@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from trainyard import log as logs
-from trainyard.config import S3Config, env_int, env_str
+from trainyard.config import S3Config, env_float, env_int, env_str
 from trainyard.dataset.v1 import dataset_service_pb2, dataset_service_pb2_grpc
 from trainyard.objectstore import ObjectStore
 from trainyard.rpc import RunningServer, create_server, serve_until_signal
@@ -25,6 +26,7 @@ class DatasetConfig:
     data_dir: Path
     s3: S3Config
     limits: Limits
+    deleted_retention_hours: float = 168.0  # longer than any job may run (6000 minutes)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DatasetConfig:
@@ -37,6 +39,7 @@ class DatasetConfig:
                 max_image_bytes=env_int(env, "TRAINYARD_MAX_IMAGE_BYTES", Limits.max_image_bytes),
                 max_image_pixels=env_int(env, "TRAINYARD_MAX_IMAGE_PIXELS", Limits.max_image_pixels),
             ),
+            deleted_retention_hours=env_float(env, "TRAINYARD_DELETED_RETENTION_HOURS", 168.0),
         )
 
 
@@ -52,12 +55,24 @@ def build(config: DatasetConfig) -> tuple[RunningServer, DatasetService]:
     return running, service
 
 
+def purge_forever(service: DatasetService, retention_hours: float, stop: threading.Event) -> None:
+    """Purge deleted datasets once their retention has passed; checks hourly."""
+    while not stop.is_set():
+        try:
+            service.purge_deleted(retention_hours * 3600)
+        except Exception:  # the object store may be down; try again next hour
+            logs.get_logger(__name__).exception("dataset.purge_failed")
+        stop.wait(3600)
+
+
 def main() -> None:
     logs.configure("dataset")
     config = DatasetConfig.from_env()
-    running, _ = build(config)
+    running, service = build(config)
     logs.get_logger(__name__).info("dataset.listening", port=running.port, listen=config.listen)
-    serve_until_signal(running)
+    stop = threading.Event()
+    threading.Thread(target=purge_forever, args=(service, config.deleted_retention_hours, stop), daemon=True).start()
+    serve_until_signal(running, on_stop=stop.set)
 
 
 if __name__ == "__main__":

@@ -40,10 +40,22 @@ class Limits:
 
 @dataclass(frozen=True)
 class FileHeader:
-    """Starts one file of an upload."""
+    """Starts one file of an upload; size_bytes 0 when the client did not say."""
 
     file_name: str
     label: str
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class VersionDiff:
+    added: list[str]
+    removed: list[str]
+    relabeled: list[tuple[str, str, str]]  # (image_id, base label, target label)
+    class_changes: list[tuple[str, int, int]]  # (label, base count, target count)
+
+
+MAX_LABEL_ASSIGNMENTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -153,13 +165,18 @@ class DatasetService:
                 if too_big:
                     buffer = bytearray()
         name = header.file_name
+        if header.size_bytes and not too_big and len(buffer) != header.size_bytes:
+            return UploadOutcome(name, "rejected", reason=f"incomplete: {len(buffer)} of {header.size_bytes} bytes arrived")
         if too_big:
             return UploadOutcome(name, "rejected", reason=f"file is larger than the limit of {self.limits.max_image_bytes} bytes")
         try:
             label = rules.validate_label(header.label) if header.label else ""
         except InvalidArgument as exc:
             return UploadOutcome(name, "rejected", reason=f"bad label: {exc.message}")
-        data = bytes(buffer)
+        return self._store_image(dataset_id, name, label, bytes(buffer))
+
+    def _store_image(self, dataset_id: str, name: str, label: str, data: bytes) -> UploadOutcome:
+        """Validate by decoding, then store under the SHA-256 (object first, row second)."""
         try:
             info = images.inspect_image(data, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels)
         except images.InvalidImage as exc:
@@ -184,6 +201,81 @@ class DatasetService:
         offset, limit = paging.page(page_size, page_token)
         rows = self.store.list_images(dataset.id, label or None, unlabeled_only, offset, limit)
         return rows, paging.next_token(offset, limit, len(rows))
+
+    def import_manifest(self, dataset_id: str, manifest_key: str) -> list[UploadOutcome]:
+        """Ingest the images an ExeML manifest lists from this deployment's bucket."""
+        dataset = self.get_dataset(dataset_id)
+        if not manifest_key:
+            raise InvalidArgument.field("manifest_key", "is required")
+        entries = manifest.parse_manifest(self.objects.get_bytes(manifest_key))
+        outcomes = []
+        for entry in entries:
+            source = f"s3://{entry.bucket}/{entry.object_key}"
+            if entry.bucket != self.objects.bucket:
+                outcomes.append(UploadOutcome(source, "rejected", reason=f"source is not in bucket {self.objects.bucket!r}"))
+                continue
+            try:
+                label = rules.validate_label(entry.label) if entry.label else ""
+                data = self.objects.get_bytes(entry.object_key)
+            except (InvalidArgument, NotFound) as exc:
+                outcomes.append(UploadOutcome(source, "rejected", reason=exc.message))
+                continue
+            outcomes.append(self._store_image(dataset.id, source, label, data))
+        return outcomes
+
+    # labels ----------------------------------------------------------------------
+    def set_labels(self, dataset_id: str, assignments: list[tuple[str, str]]) -> int:
+        """Apply every (image_id, label) change or none; an empty label removes it."""
+        dataset = self.get_dataset(dataset_id)
+        if len(assignments) > MAX_LABEL_ASSIGNMENTS:
+            raise InvalidArgument.field("assignments", f"{len(assignments)} changes; at most {MAX_LABEL_ASSIGNMENTS} per call")
+        checked = []
+        for index, (image_id, label) in enumerate(assignments):
+            try:
+                checked.append((image_id, rules.validate_label(label) if label else ""))
+            except InvalidArgument as exc:
+                raise InvalidArgument.field(f"assignments[{index}].label", exc.message) from None
+        ids = [image_id for image_id, _ in checked]
+        missing = sorted(set(ids) - self.store.existing_image_ids(dataset.id, ids))
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise NotFound(f"dataset {dataset.display_name!r} has no image {shown}")
+        return self.store.set_labels(dataset.id, checked, self.clock())
+
+    def rename_class(self, dataset_id: str, label: str, new_label: str) -> int:
+        dataset = self.get_dataset(dataset_id)
+        if not label:
+            raise InvalidArgument.field("label", "is required")
+        try:
+            new_label = rules.validate_label(new_label)
+        except InvalidArgument as exc:
+            raise InvalidArgument.field("new_label", exc.message) from None
+        changed = self.store.rename_label(dataset.id, label, new_label, self.clock())
+        if not changed:
+            raise NotFound(f"no image of dataset {dataset.display_name!r} is labeled {label!r}")
+        return changed
+
+    # deletion --------------------------------------------------------------------
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Hide the dataset at once; purge its rows and objects after the retention period.
+
+        Jobs that already use one of its versions read immutable objects that stay
+        until the purge, and the retention outlasts the longest job (6000 minutes).
+        """
+        dataset = self.get_dataset(dataset_id)
+        self.store.mark_deleted(dataset.id, self.clock())
+        log.info("dataset.deleted", dataset_id=dataset.id)
+
+    def purge_deleted(self, retention_seconds: float) -> list[str]:
+        """Remove datasets deleted more than `retention_seconds` ago: objects first, then rows."""
+        purged = []
+        for dataset_id in self.store.deleted_before(self.clock() - retention_seconds):
+            for key in self.objects.list_keys(f"datasets/{dataset_id}/"):
+                self.objects.delete(key)
+            self.store.purge(dataset_id)
+            purged.append(dataset_id)
+            log.info("dataset.purged", dataset_id=dataset_id)
+        return purged
 
     # S1 --------------------------------------------------------------------------
     def check_trainability(self, dataset_id: str) -> TrainabilityReport:
@@ -259,6 +351,28 @@ class DatasetService:
         offset, limit = paging.page(page_size, page_token)
         rows = self.store.list_versions(dataset.id, offset, limit)
         return [self._view(r) for r in rows], paging.next_token(offset, limit, len(rows))
+
+    def diff_versions(self, dataset_id: str, base: str, target: str) -> VersionDiff:
+        dataset = self.get_dataset(dataset_id)
+        rows = {}
+        for field_name, name in (("base_version", base), ("target_version", target)):
+            if not name:
+                raise InvalidArgument.field(field_name, "is required")
+            if self.store.get_version(dataset.id, name) is None:
+                raise NotFound(f"dataset {dataset.display_name!r} has no version {name!r}")
+            rows[name] = {i: label for i, label, _ in self.store.version_samples(dataset.id, name)}
+        before, after = rows[base], rows[target]
+        counts_before, counts_after = Counter(before.values()), Counter(after.values())
+        return VersionDiff(
+            added=sorted(after.keys() - before.keys()),
+            removed=sorted(before.keys() - after.keys()),
+            relabeled=sorted((i, before[i], after[i]) for i in before.keys() & after.keys() if before[i] != after[i]),
+            class_changes=[
+                (label, counts_before[label], counts_after[label])
+                for label in sorted(counts_before.keys() | counts_after.keys())
+                if counts_before[label] != counts_after[label]
+            ],
+        )
 
     def _view(self, row: VersionRow) -> VersionView:
         counts: dict[str, dict[str, int]] = {}

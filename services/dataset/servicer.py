@@ -37,18 +37,12 @@ class DatasetServicer(api_grpc.DatasetServiceServicer):
             for message in _chain(first, request_iterator):
                 kind = message.WhichOneof("payload")
                 if kind == "header":
-                    yield FileHeader(message.header.file_name, message.header.label)
+                    h = message.header
+                    yield FileHeader(h.file_name, h.label, h.size_bytes)
                 elif kind == "chunk":
                     yield message.chunk
 
-        outcomes = self.service.upload(first.dataset_id, parts())
-        results = [mapping.upload_result(o) for o in outcomes]
-        return api.UploadImagesResponse(
-            results=results,
-            stored_count=sum(o.status == "stored" for o in outcomes),
-            duplicate_count=sum(o.status == "duplicate" for o in outcomes),
-            rejected_count=sum(o.status == "rejected" for o in outcomes),
-        )
+        return _outcomes(api.UploadImagesResponse, self.service.upload(first.dataset_id, parts()))
 
     def ListImages(self, request, context):
         rows, token = self.service.list_images(
@@ -69,6 +63,38 @@ class DatasetServicer(api_grpc.DatasetServiceServicer):
     def ListVersions(self, request, context):
         views, token = self.service.list_versions(request.dataset_id, request.page_size, request.page_token)
         return api.ListVersionsResponse(versions=[mapping.version(v) for v in views], next_page_token=token)
+
+    def SetLabels(self, request, context):
+        changed = self.service.set_labels(request.dataset_id, [(a.image_id, a.label) for a in request.assignments])
+        return api.SetLabelsResponse(changed_count=changed)
+
+    def RenameClass(self, request, context):
+        return api.RenameClassResponse(changed_count=self.service.rename_class(request.dataset_id, request.label, request.new_label))
+
+    def DiffVersions(self, request, context):
+        diff = self.service.diff_versions(request.dataset_id, request.base_version, request.target_version)
+        return api.DiffVersionsResponse(
+            added_image_ids=diff.added, removed_image_ids=diff.removed,
+            relabeled=[api.Relabel(image_id=i, base_label=a, target_label=b) for i, a, b in diff.relabeled],
+            class_changes=[api.ClassCountChange(label=label, base_count=a, target_count=b) for label, a, b in diff.class_changes],
+        )
+
+    def ImportManifest(self, request, context):
+        return _outcomes(api.ImportManifestResponse, self.service.import_manifest(request.dataset_id, request.manifest_key))
+
+    def DeleteDataset(self, request, context):
+        self.service.delete_dataset(request.dataset_id)
+        return api.DeleteDatasetResponse()
+
+
+def _outcomes(response_type, outcomes):
+    """An upload or import response: the per-file results and their counts."""
+    return response_type(
+        results=[mapping.upload_result(o) for o in outcomes],
+        stored_count=sum(o.status == "stored" for o in outcomes),
+        duplicate_count=sum(o.status == "duplicate" for o in outcomes),
+        rejected_count=sum(o.status == "rejected" for o in outcomes),
+    )
 
 
 def _chain(first, rest):

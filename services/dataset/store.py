@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS datasets (
     id            TEXT PRIMARY KEY,
     display_name  TEXT NOT NULL UNIQUE,
     description   TEXT NOT NULL DEFAULT '',
-    create_time   REAL NOT NULL
+    create_time   REAL NOT NULL,
+    deleted_time  REAL
 );
 CREATE TABLE IF NOT EXISTS images (
     dataset_id  TEXT NOT NULL REFERENCES datasets(id),
@@ -121,17 +122,36 @@ class DatasetStore:
           (SELECT COUNT(*) FROM versions v WHERE v.dataset_id = d.id) AS version_count
         FROM datasets d
     """
+    _LIVE = " WHERE d.deleted_time IS NULL"
 
     def find_dataset(self, id_or_name: str) -> DatasetRow | None:
         row = self.db.query_one(
-            self._DATASET_SELECT + " WHERE d.id = ? OR d.display_name = ? ORDER BY d.id = ? DESC LIMIT 1",
+            self._DATASET_SELECT + self._LIVE + " AND (d.id = ? OR d.display_name = ?) ORDER BY d.id = ? DESC LIMIT 1",
             (id_or_name, id_or_name, id_or_name),
         )
         return _dataset(row) if row else None
 
     def list_datasets(self, offset: int, limit: int) -> list[DatasetRow]:
-        rows = self.db.query(self._DATASET_SELECT + " ORDER BY d.create_time, d.id LIMIT ? OFFSET ?", (limit, offset))
+        rows = self.db.query(self._DATASET_SELECT + self._LIVE + " ORDER BY d.create_time, d.id LIMIT ? OFFSET ?", (limit, offset))
         return [_dataset(r) for r in rows]
+
+    def mark_deleted(self, dataset_id: str, now: float) -> None:
+        """Hide the dataset and free its name; its rows and objects stay until purged."""
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE datasets SET deleted_time = ?, display_name = display_name || '#deleted-' || id WHERE id = ?",
+                (now, dataset_id),
+            )
+
+    def deleted_before(self, cutoff: float) -> list[str]:
+        rows = self.db.query("SELECT id FROM datasets WHERE deleted_time IS NOT NULL AND deleted_time < ?", (cutoff,))
+        return [r["id"] for r in rows]
+
+    def purge(self, dataset_id: str) -> None:
+        with self.db.transaction() as tx:
+            for table in ("version_samples", "versions", "images"):
+                tx.execute(f"DELETE FROM {table} WHERE dataset_id = ?", (dataset_id,))
+            tx.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,))
 
     # images ----------------------------------------------------------------------
     def get_image(self, dataset_id: str, image_id: str) -> ImageRow | None:
@@ -158,6 +178,35 @@ class DatasetStore:
                 "UPDATE images SET label = ?, label_time = ? WHERE dataset_id = ? AND image_id = ? AND label != ?",
                 (label, now, dataset_id, image_id, label),
             )
+
+    def set_labels(self, dataset_id: str, assignments: list[tuple[str, str]], now: float) -> int:
+        """Apply (image_id, label) pairs in one transaction; the number of labels changed."""
+        changed = 0
+        with self.db.transaction() as tx:
+            for image_id, label in assignments:
+                changed += tx.execute(
+                    "UPDATE images SET label = ?, label_time = ? WHERE dataset_id = ? AND image_id = ? AND label != ?",
+                    (label, now, dataset_id, image_id, label),
+                ).rowcount
+        return changed
+
+    def rename_label(self, dataset_id: str, label: str, new_label: str, now: float) -> int:
+        with self.db.transaction() as tx:
+            return tx.execute(
+                "UPDATE images SET label = ?, label_time = ? WHERE dataset_id = ? AND label = ?",
+                (new_label, now, dataset_id, label),
+            ).rowcount
+
+    def existing_image_ids(self, dataset_id: str, image_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(image_ids), 500):
+            batch = image_ids[start:start + 500]
+            rows = self.db.query(
+                f"SELECT image_id FROM images WHERE dataset_id = ? AND image_id IN ({', '.join('?' for _ in batch)})",
+                (dataset_id, *batch),
+            )
+            found.update(r["image_id"] for r in rows)
+        return found
 
     def list_images(self, dataset_id: str, label: str | None, unlabeled_only: bool, offset: int, limit: int) -> list[ImageRow]:
         sql, params = "SELECT * FROM images WHERE dataset_id = ?", [dataset_id]
@@ -232,6 +281,7 @@ class DatasetStore:
 
 
 def _dataset(row: sqlite3.Row) -> DatasetRow:
+    """The API view of a dataset row (deleted_time is internal)."""
     return DatasetRow(
         id=row["id"], display_name=row["display_name"], description=row["description"],
         create_time=row["create_time"], image_count=row["image_count"],

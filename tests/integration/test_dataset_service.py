@@ -26,6 +26,7 @@ from trainyard.services.dataset.service import Limits
 def server(tmp_path_factory, s3_config):
     config = DatasetConfig("127.0.0.1:0", tmp_path_factory.mktemp("dataset"), s3_config, Limits())
     running, service = build(config)
+    running.service = service
     yield running
     running.stop(0)
 
@@ -209,3 +210,74 @@ def test_split_is_stable_when_data_is_added(stub, objects):
     assert len(before) == 60 and len(after) == len(files)
     moved = {i for i, u in before.items() if after[i] != u}
     assert moved == set(), "an image of the earlier version changed its set"
+
+
+def test_size_mismatch_is_rejected_as_incomplete(stub):
+    ds = new_dataset(stub)
+    data = png()
+
+    def requests():
+        yield api.UploadImagesRequest(dataset_id=ds.id)
+        yield api.UploadImagesRequest(header=api.ImageHeader(file_name="cut.png", label="x", size_bytes=len(data) + 10))
+        yield api.UploadImagesRequest(chunk=data)
+
+    response = stub.UploadImages(requests())
+    assert response.rejected_count == 1 and "incomplete" in response.results[0].reason
+    assert stub.GetDataset(api.GetDatasetRequest(dataset_id=ds.id)).dataset.image_count == 0
+
+
+def test_set_labels_rename_and_diff(stub):
+    ds = new_dataset(stub)
+    files = digit_files(per_class=6)
+    ids = [r.image_id for r in upload(stub, ds.id, files).results]
+    v1 = stub.PublishVersion(api.PublishVersionRequest(dataset_id=ds.id)).version
+    # a bad label names its position and changes nothing
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.SetLabels(api.SetLabelsRequest(dataset_id=ds.id, assignments=[
+            api.LabelAssignment(image_id=ids[0], label="7"), api.LabelAssignment(image_id=ids[1], label="bad/label")]))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "assignments[1].label" in exc.value.details()
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.SetLabels(api.SetLabelsRequest(dataset_id=ds.id, assignments=[api.LabelAssignment(image_id="f" * 64, label="x")]))
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    changed = stub.SetLabels(api.SetLabelsRequest(dataset_id=ds.id, assignments=[
+        api.LabelAssignment(image_id=ids[0], label="7"), api.LabelAssignment(image_id=ids[1], label="")])).changed_count
+    assert changed == 2
+    renamed = stub.RenameClass(api.RenameClassRequest(dataset_id=ds.id, label="9", new_label="nine")).changed_count
+    assert renamed == 6
+    v2 = stub.PublishVersion(api.PublishVersionRequest(dataset_id=ds.id)).version
+    diff = stub.DiffVersions(api.DiffVersionsRequest(dataset_id=ds.id, base_version=v1.name, target_version=v2.name))
+    assert list(diff.removed_image_ids) == [ids[1]] and not diff.added_image_ids
+    assert {r.image_id for r in diff.relabeled} == {ids[0]} | {ids[i] for i, f in enumerate(files) if f[1] == "9"}
+    changes = {c.label: (c.base_count, c.target_count) for c in diff.class_changes}
+    assert changes["9"] == (6, 0) and changes["nine"] == (0, 6) and changes["7"] == (6, 7)
+
+
+def test_import_manifest_from_the_bucket(stub, objects):
+    ds = new_dataset(stub)
+    lines = []
+    for i, (name, label, data) in enumerate(digit_files(per_class=1)):
+        key = f"incoming/{ds.id}/{i}.png"
+        objects.put_bytes(key, data)
+        lines.append(json.dumps({"source": f"s3://{objects.bucket}/{key}", "annotation": [
+            {"name": label, "type": "modelarts/image_classification"}]}))
+    lines.append(json.dumps({"source": "s3://elsewhere/x.png", "annotation": []}))
+    objects.put_bytes(f"incoming/{ds.id}/manifest.jsonl", "\n".join(lines).encode())
+    response = stub.ImportManifest(api.ImportManifestRequest(dataset_id=ds.id, manifest_key=f"incoming/{ds.id}/manifest.jsonl"))
+    assert (response.stored_count, response.rejected_count) == (10, 1)
+    report = stub.CheckTrainability(api.CheckTrainabilityRequest(dataset_id=ds.id)).report
+    assert len(report.classes) == 10
+
+
+def test_delete_frees_the_name_and_keeps_objects_until_purged(stub, server, objects):
+    ds = new_dataset(stub)
+    upload(stub, ds.id, [("a.png", "x", png())])
+    stub.DeleteDataset(api.DeleteDatasetRequest(dataset_id=ds.id))
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.GetDataset(api.GetDatasetRequest(dataset_id=ds.id))
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    assert objects.list_keys(f"datasets/{ds.id}/")  # still readable by jobs that use it
+    again = stub.CreateDataset(api.CreateDatasetRequest(display_name=ds.display_name)).dataset
+    assert again.id != ds.id
+    assert server.service.purge_deleted(retention_seconds=3600) == []  # within the retention
+    assert ds.id in server.service.purge_deleted(retention_seconds=0)
+    assert objects.list_keys(f"datasets/{ds.id}/") == []

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from trainyard.dataset.v1 import dataset_pb2 as trainyard_dot_dataset_dot_v1_dot_dataset__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*trainyard/dataset/v1/dataset_service.proto\x12\x14trainyard.dataset.v1\x1a\"trainyard/dataset/v1/dataset.proto\"A\n\x14\x43reateDatasetRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"G\n\x15\x43reateDatasetResponse\x12.\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x1d.trainyard.dataset.v1.Dataset\"\'\n\x11GetDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"D\n\x12GetDatasetResponse\x12.\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x1d.trainyard.dataset.v1.Dataset\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x14ListDatasetsResponse\x12/\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x1d.trainyard.dataset.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x0bImageHeader\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"z\n\x13UploadImagesRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x33\n\x06header\x18\x02 \x01(\x0b\x32!.trainyard.dataset.v1.ImageHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x03 \x01(\x0cH\x00\x42\t\n\x07payload\"\x92\x01\n\x14UploadImagesResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".trainyard.dataset.v1.UploadResult\x12\x14\n\x0cstored_count\x18\x02 \x01(\x05\x12\x17\n\x0f\x64uplicate_count\x18\x03 \x01(\x05\x12\x16\n\x0erejected_count\x18\x04 \x01(\x05\"u\n\x11ListImagesRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x16\n\x0eunlabeled_only\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Z\n\x12ListImagesResponse\x12+\n\x06images\x18\x01 \x03(\x0b\x32\x1b.trainyard.dataset.v1.Image\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x18\x43heckTrainabilityRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"U\n\x19\x43heckTrainabilityResponse\x12\x38\n\x06report\x18\x01 \x01(\x0b\x32(.trainyard.dataset.v1.TrainabilityReport\"d\n\x15PublishVersionRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x0cversion_name\x18\x02 \x01(\t\x12\x13\n\x0btrain_ratio\x18\x03 \x01(\t\x12\x0c\n\x04seed\x18\x04 \x01(\x03\"O\n\x16PublishVersionResponse\x12\x35\n\x07version\x18\x01 \x01(\x0b\x32$.trainyard.dataset.v1.DatasetVersion\"=\n\x11GetVersionRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x0cversion_name\x18\x02 \x01(\t\"K\n\x12GetVersionResponse\x12\x35\n\x07version\x18\x01 \x01(\x0b\x32$.trainyard.dataset.v1.DatasetVersion\"P\n\x13ListVersionsRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x14ListVersionsResponse\x12\x36\n\x08versions\x18\x01 \x03(\x0b\x32$.trainyard.dataset.v1.DatasetVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xb7\x07\n\x0e\x44\x61tasetService\x12h\n\rCreateDataset\x12*.trainyard.dataset.v1.CreateDatasetRequest\x1a+.trainyard.dataset.v1.CreateDatasetResponse\x12_\n\nGetDataset\x12\'.trainyard.dataset.v1.GetDatasetRequest\x1a(.trainyard.dataset.v1.GetDatasetResponse\x12\x65\n\x0cListDatasets\x12).trainyard.dataset.v1.ListDatasetsRequest\x1a*.trainyard.dataset.v1.ListDatasetsResponse\x12g\n\x0cUploadImages\x12).trainyard.dataset.v1.UploadImagesRequest\x1a*.trainyard.dataset.v1.UploadImagesResponse(\x01\x12_\n\nListImages\x12\'.trainyard.dataset.v1.ListImagesRequest\x1a(.trainyard.dataset.v1.ListImagesResponse\x12t\n\x11\x43heckTrainability\x12..trainyard.dataset.v1.CheckTrainabilityRequest\x1a/.trainyard.dataset.v1.CheckTrainabilityResponse\x12k\n\x0ePublishVersion\x12+.trainyard.dataset.v1.PublishVersionRequest\x1a,.trainyard.dataset.v1.PublishVersionResponse\x12_\n\nGetVersion\x12\'.trainyard.dataset.v1.GetVersionRequest\x1a(.trainyard.dataset.v1.GetVersionResponse\x12\x65\n\x0cListVersions\x12).trainyard.dataset.v1.ListVersionsRequest\x1a*.trainyard.dataset.v1.ListVersionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*trainyard/dataset/v1/dataset_service.proto\x12\x14trainyard.dataset.v1\x1a\"trainyard/dataset/v1/dataset.proto\"A\n\x14\x43reateDatasetRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"G\n\x15\x43reateDatasetResponse\x12.\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x1d.trainyard.dataset.v1.Dataset\"\'\n\x11GetDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"D\n\x12GetDatasetResponse\x12.\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x1d.trainyard.dataset.v1.Dataset\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x14ListDatasetsResponse\x12/\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x1d.trainyard.dataset.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x0bImageHeader\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\"z\n\x13UploadImagesRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x33\n\x06header\x18\x02 \x01(\x0b\x32!.trainyard.dataset.v1.ImageHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x03 \x01(\x0cH\x00\x42\t\n\x07payload\"\x92\x01\n\x14UploadImagesResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".trainyard.dataset.v1.UploadResult\x12\x14\n\x0cstored_count\x18\x02 \x01(\x05\x12\x17\n\x0f\x64uplicate_count\x18\x03 \x01(\x05\x12\x16\n\x0erejected_count\x18\x04 \x01(\x05\"u\n\x11ListImagesRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x16\n\x0eunlabeled_only\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Z\n\x12ListImagesResponse\x12+\n\x06images\x18\x01 \x03(\x0b\x32\x1b.trainyard.dataset.v1.Image\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x18\x43heckTrainabilityRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"U\n\x19\x43heckTrainabilityResponse\x12\x38\n\x06report\x18\x01 \x01(\x0b\x32(.trainyard.dataset.v1.TrainabilityReport\"d\n\x15PublishVersionRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x0cversion_name\x18\x02 \x01(\t\x12\x13\n\x0btrain_ratio\x18\x03 \x01(\t\x12\x0c\n\x04seed\x18\x04 \x01(\x03\"O\n\x16PublishVersionResponse\x12\x35\n\x07version\x18\x01 \x01(\x0b\x32$.trainyard.dataset.v1.DatasetVersion\"=\n\x11GetVersionRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x0cversion_name\x18\x02 \x01(\t\"K\n\x12GetVersionResponse\x12\x35\n\x07version\x18\x01 \x01(\x0b\x32$.trainyard.dataset.v1.DatasetVersion\"P\n\x13ListVersionsRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"g\n\x14ListVersionsResponse\x12\x36\n\x08versions\x18\x01 \x03(\x0b\x32$.trainyard.dataset.v1.DatasetVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x0fLabelAssignment\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"b\n\x10SetLabelsRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12:\n\x0b\x61ssignments\x18\x02 \x03(\x0b\x32%.trainyard.dataset.v1.LabelAssignment\"*\n\x11SetLabelsResponse\x12\x15\n\rchanged_count\x18\x01 \x01(\x05\"J\n\x12RenameClassRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x11\n\tnew_label\x18\x03 \x01(\t\",\n\x13RenameClassResponse\x12\x15\n\rchanged_count\x18\x01 \x01(\x05\"W\n\x13\x44iffVersionsRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\t\x12\x16\n\x0etarget_version\x18\x03 \x01(\t\"E\n\x07Relabel\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x12\n\nbase_label\x18\x02 \x01(\t\x12\x14\n\x0ctarget_label\x18\x03 \x01(\t\"K\n\x10\x43lassCountChange\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nbase_count\x18\x02 \x01(\x03\x12\x14\n\x0ctarget_count\x18\x03 \x01(\x03\"\xbb\x01\n\x14\x44iffVersionsResponse\x12\x17\n\x0f\x61\x64\x64\x65\x64_image_ids\x18\x01 \x03(\t\x12\x19\n\x11removed_image_ids\x18\x02 \x03(\t\x12\x30\n\trelabeled\x18\x03 \x03(\x0b\x32\x1d.trainyard.dataset.v1.Relabel\x12=\n\rclass_changes\x18\x04 \x03(\x0b\x32&.trainyard.dataset.v1.ClassCountChange\"A\n\x15ImportManifestRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x0cmanifest_key\x18\x02 \x01(\t\"\x94\x01\n\x16ImportManifestResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".trainyard.dataset.v1.UploadResult\x12\x14\n\x0cstored_count\x18\x02 \x01(\x05\x12\x17\n\x0f\x64uplicate_count\x18\x03 \x01(\x05\x12\x16\n\x0erejected_count\x18\x04 \x01(\x05\"*\n\x14\x44\x65leteDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteDatasetResponse2\xb7\x0b\n\x0e\x44\x61tasetService\x12h\n\rCreateDataset\x12*.trainyard.dataset.v1.CreateDatasetRequest\x1a+.trainyard.dataset.v1.CreateDatasetResponse\x12_\n\nGetDataset\x12\'.trainyard.dataset.v1.GetDatasetRequest\x1a(.trainyard.dataset.v1.GetDatasetResponse\x12\x65\n\x0cListDatasets\x12).trainyard.dataset.v1.ListDatasetsRequest\x1a*.trainyard.dataset.v1.ListDatasetsResponse\x12g\n\x0cUploadImages\x12).trainyard.dataset.v1.UploadImagesRequest\x1a*.trainyard.dataset.v1.UploadImagesResponse(\x01\x12_\n\nListImages\x12\'.trainyard.dataset.v1.ListImagesRequest\x1a(.trainyard.dataset.v1.ListImagesResponse\x12t\n\x11\x43heckTrainability\x12..trainyard.dataset.v1.CheckTrainabilityRequest\x1a/.trainyard.dataset.v1.CheckTrainabilityResponse\x12k\n\x0ePublishVersion\x12+.trainyard.dataset.v1.PublishVersionRequest\x1a,.trainyard.dataset.v1.PublishVersionResponse\x12_\n\nGetVersion\x12\'.trainyard.dataset.v1.GetVersionRequest\x1a(.trainyard.dataset.v1.GetVersionResponse\x12\x65\n\x0cListVersions\x12).trainyard.dataset.v1.ListVersionsRequest\x1a*.trainyard.dataset.v1.ListVersionsResponse\x12\\\n\tSetLabels\x12&.trainyard.dataset.v1.SetLabelsRequest\x1a\'.trainyard.dataset.v1.SetLabelsResponse\x12\x62\n\x0bRenameClass\x12(.trainyard.dataset.v1.RenameClassRequest\x1a).trainyard.dataset.v1.RenameClassResponse\x12\x65\n\x0c\x44iffVersions\x12).trainyard.dataset.v1.DiffVersionsRequest\x1a*.trainyard.dataset.v1.DiffVersionsResponse\x12k\n\x0eImportManifest\x12+.trainyard.dataset.v1.ImportManifestRequest\x1a,.trainyard.dataset.v1.ImportManifestResponse\x12h\n\rDeleteDataset\x12*.trainyard.dataset.v1.DeleteDatasetRequest\x1a+.trainyard.dataset.v1.DeleteDatasetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,31 +45,57 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTDATASETSRESPONSE']._serialized_start=417
   _globals['_LISTDATASETSRESPONSE']._serialized_end=513
   _globals['_IMAGEHEADER']._serialized_start=515
-  _globals['_IMAGEHEADER']._serialized_end=562
-  _globals['_UPLOADIMAGESREQUEST']._serialized_start=564
-  _globals['_UPLOADIMAGESREQUEST']._serialized_end=686
-  _globals['_UPLOADIMAGESRESPONSE']._serialized_start=689
-  _globals['_UPLOADIMAGESRESPONSE']._serialized_end=835
-  _globals['_LISTIMAGESREQUEST']._serialized_start=837
-  _globals['_LISTIMAGESREQUEST']._serialized_end=954
-  _globals['_LISTIMAGESRESPONSE']._serialized_start=956
-  _globals['_LISTIMAGESRESPONSE']._serialized_end=1046
-  _globals['_CHECKTRAINABILITYREQUEST']._serialized_start=1048
-  _globals['_CHECKTRAINABILITYREQUEST']._serialized_end=1094
-  _globals['_CHECKTRAINABILITYRESPONSE']._serialized_start=1096
-  _globals['_CHECKTRAINABILITYRESPONSE']._serialized_end=1181
-  _globals['_PUBLISHVERSIONREQUEST']._serialized_start=1183
-  _globals['_PUBLISHVERSIONREQUEST']._serialized_end=1283
-  _globals['_PUBLISHVERSIONRESPONSE']._serialized_start=1285
-  _globals['_PUBLISHVERSIONRESPONSE']._serialized_end=1364
-  _globals['_GETVERSIONREQUEST']._serialized_start=1366
-  _globals['_GETVERSIONREQUEST']._serialized_end=1427
-  _globals['_GETVERSIONRESPONSE']._serialized_start=1429
-  _globals['_GETVERSIONRESPONSE']._serialized_end=1504
-  _globals['_LISTVERSIONSREQUEST']._serialized_start=1506
-  _globals['_LISTVERSIONSREQUEST']._serialized_end=1586
-  _globals['_LISTVERSIONSRESPONSE']._serialized_start=1588
-  _globals['_LISTVERSIONSRESPONSE']._serialized_end=1691
-  _globals['_DATASETSERVICE']._serialized_start=1694
-  _globals['_DATASETSERVICE']._serialized_end=2645
+  _globals['_IMAGEHEADER']._serialized_end=582
+  _globals['_UPLOADIMAGESREQUEST']._serialized_start=584
+  _globals['_UPLOADIMAGESREQUEST']._serialized_end=706
+  _globals['_UPLOADIMAGESRESPONSE']._serialized_start=709
+  _globals['_UPLOADIMAGESRESPONSE']._serialized_end=855
+  _globals['_LISTIMAGESREQUEST']._serialized_start=857
+  _globals['_LISTIMAGESREQUEST']._serialized_end=974
+  _globals['_LISTIMAGESRESPONSE']._serialized_start=976
+  _globals['_LISTIMAGESRESPONSE']._serialized_end=1066
+  _globals['_CHECKTRAINABILITYREQUEST']._serialized_start=1068
+  _globals['_CHECKTRAINABILITYREQUEST']._serialized_end=1114
+  _globals['_CHECKTRAINABILITYRESPONSE']._serialized_start=1116
+  _globals['_CHECKTRAINABILITYRESPONSE']._serialized_end=1201
+  _globals['_PUBLISHVERSIONREQUEST']._serialized_start=1203
+  _globals['_PUBLISHVERSIONREQUEST']._serialized_end=1303
+  _globals['_PUBLISHVERSIONRESPONSE']._serialized_start=1305
+  _globals['_PUBLISHVERSIONRESPONSE']._serialized_end=1384
+  _globals['_GETVERSIONREQUEST']._serialized_start=1386
+  _globals['_GETVERSIONREQUEST']._serialized_end=1447
+  _globals['_GETVERSIONRESPONSE']._serialized_start=1449
+  _globals['_GETVERSIONRESPONSE']._serialized_end=1524
+  _globals['_LISTVERSIONSREQUEST']._serialized_start=1526
+  _globals['_LISTVERSIONSREQUEST']._serialized_end=1606
+  _globals['_LISTVERSIONSRESPONSE']._serialized_start=1608
+  _globals['_LISTVERSIONSRESPONSE']._serialized_end=1711
+  _globals['_LABELASSIGNMENT']._serialized_start=1713
+  _globals['_LABELASSIGNMENT']._serialized_end=1763
+  _globals['_SETLABELSREQUEST']._serialized_start=1765
+  _globals['_SETLABELSREQUEST']._serialized_end=1863
+  _globals['_SETLABELSRESPONSE']._serialized_start=1865
+  _globals['_SETLABELSRESPONSE']._serialized_end=1907
+  _globals['_RENAMECLASSREQUEST']._serialized_start=1909
+  _globals['_RENAMECLASSREQUEST']._serialized_end=1983
+  _globals['_RENAMECLASSRESPONSE']._serialized_start=1985
+  _globals['_RENAMECLASSRESPONSE']._serialized_end=2029
+  _globals['_DIFFVERSIONSREQUEST']._serialized_start=2031
+  _globals['_DIFFVERSIONSREQUEST']._serialized_end=2118
+  _globals['_RELABEL']._serialized_start=2120
+  _globals['_RELABEL']._serialized_end=2189
+  _globals['_CLASSCOUNTCHANGE']._serialized_start=2191
+  _globals['_CLASSCOUNTCHANGE']._serialized_end=2266
+  _globals['_DIFFVERSIONSRESPONSE']._serialized_start=2269
+  _globals['_DIFFVERSIONSRESPONSE']._serialized_end=2456
+  _globals['_IMPORTMANIFESTREQUEST']._serialized_start=2458
+  _globals['_IMPORTMANIFESTREQUEST']._serialized_end=2523
+  _globals['_IMPORTMANIFESTRESPONSE']._serialized_start=2526
+  _globals['_IMPORTMANIFESTRESPONSE']._serialized_end=2674
+  _globals['_DELETEDATASETREQUEST']._serialized_start=2676
+  _globals['_DELETEDATASETREQUEST']._serialized_end=2718
+  _globals['_DELETEDATASETRESPONSE']._serialized_start=2720
+  _globals['_DELETEDATASETRESPONSE']._serialized_end=2743
+  _globals['_DATASETSERVICE']._serialized_start=2746
+  _globals['_DATASETSERVICE']._serialized_end=4209
 # @@protoc_insertion_point(module_scope)

@@ -50,12 +50,14 @@ class ListDatasetsResponse(_message.Message):
     def __init__(self, datasets: _Optional[_Iterable[_Union[_dataset_pb2.Dataset, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ImageHeader(_message.Message):
-    __slots__ = ("file_name", "label")
+    __slots__ = ("file_name", "label", "size_bytes")
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     file_name: str
     label: str
-    def __init__(self, file_name: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+    size_bytes: int
+    def __init__(self, file_name: _Optional[str] = ..., label: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class UploadImagesRequest(_message.Message):
     __slots__ = ("dataset_id", "header", "chunk")
@@ -162,3 +164,113 @@ class ListVersionsResponse(_message.Message):
     versions: _containers.RepeatedCompositeFieldContainer[_dataset_pb2.DatasetVersion]
     next_page_token: str
     def __init__(self, versions: _Optional[_Iterable[_Union[_dataset_pb2.DatasetVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class LabelAssignment(_message.Message):
+    __slots__ = ("image_id", "label")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    label: str
+    def __init__(self, image_id: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+
+class SetLabelsRequest(_message.Message):
+    __slots__ = ("dataset_id", "assignments")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    assignments: _containers.RepeatedCompositeFieldContainer[LabelAssignment]
+    def __init__(self, dataset_id: _Optional[str] = ..., assignments: _Optional[_Iterable[_Union[LabelAssignment, _Mapping]]] = ...) -> None: ...
+
+class SetLabelsResponse(_message.Message):
+    __slots__ = ("changed_count",)
+    CHANGED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    changed_count: int
+    def __init__(self, changed_count: _Optional[int] = ...) -> None: ...
+
+class RenameClassRequest(_message.Message):
+    __slots__ = ("dataset_id", "label", "new_label")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    NEW_LABEL_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    label: str
+    new_label: str
+    def __init__(self, dataset_id: _Optional[str] = ..., label: _Optional[str] = ..., new_label: _Optional[str] = ...) -> None: ...
+
+class RenameClassResponse(_message.Message):
+    __slots__ = ("changed_count",)
+    CHANGED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    changed_count: int
+    def __init__(self, changed_count: _Optional[int] = ...) -> None: ...
+
+class DiffVersionsRequest(_message.Message):
+    __slots__ = ("dataset_id", "base_version", "target_version")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    base_version: str
+    target_version: str
+    def __init__(self, dataset_id: _Optional[str] = ..., base_version: _Optional[str] = ..., target_version: _Optional[str] = ...) -> None: ...
+
+class Relabel(_message.Message):
+    __slots__ = ("image_id", "base_label", "target_label")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_LABEL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LABEL_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    base_label: str
+    target_label: str
+    def __init__(self, image_id: _Optional[str] = ..., base_label: _Optional[str] = ..., target_label: _Optional[str] = ...) -> None: ...
+
+class ClassCountChange(_message.Message):
+    __slots__ = ("label", "base_count", "target_count")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    BASE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_COUNT_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    base_count: int
+    target_count: int
+    def __init__(self, label: _Optional[str] = ..., base_count: _Optional[int] = ..., target_count: _Optional[int] = ...) -> None: ...
+
+class DiffVersionsResponse(_message.Message):
+    __slots__ = ("added_image_ids", "removed_image_ids", "relabeled", "class_changes")
+    ADDED_IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    RELABELED_FIELD_NUMBER: _ClassVar[int]
+    CLASS_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    added_image_ids: _containers.RepeatedScalarFieldContainer[str]
+    removed_image_ids: _containers.RepeatedScalarFieldContainer[str]
+    relabeled: _containers.RepeatedCompositeFieldContainer[Relabel]
+    class_changes: _containers.RepeatedCompositeFieldContainer[ClassCountChange]
+    def __init__(self, added_image_ids: _Optional[_Iterable[str]] = ..., removed_image_ids: _Optional[_Iterable[str]] = ..., relabeled: _Optional[_Iterable[_Union[Relabel, _Mapping]]] = ..., class_changes: _Optional[_Iterable[_Union[ClassCountChange, _Mapping]]] = ...) -> None: ...
+
+class ImportManifestRequest(_message.Message):
+    __slots__ = ("dataset_id", "manifest_key")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_KEY_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    manifest_key: str
+    def __init__(self, dataset_id: _Optional[str] = ..., manifest_key: _Optional[str] = ...) -> None: ...
+
+class ImportManifestResponse(_message.Message):
+    __slots__ = ("results", "stored_count", "duplicate_count", "rejected_count")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    STORED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[_dataset_pb2.UploadResult]
+    stored_count: int
+    duplicate_count: int
+    rejected_count: int
+    def __init__(self, results: _Optional[_Iterable[_Union[_dataset_pb2.UploadResult, _Mapping]]] = ..., stored_count: _Optional[int] = ..., duplicate_count: _Optional[int] = ..., rejected_count: _Optional[int] = ...) -> None: ...
+
+class DeleteDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id",)
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
+
+class DeleteDatasetResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -80,6 +80,31 @@ class DatasetServiceStub:
                 request_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ListVersionsRequest.SerializeToString,
                 response_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ListVersionsResponse.FromString,
                 _registered_method=True)
+        self.SetLabels = channel.unary_unary(
+                '/trainyard.dataset.v1.DatasetService/SetLabels',
+                request_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.SetLabelsRequest.SerializeToString,
+                response_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.SetLabelsResponse.FromString,
+                _registered_method=True)
+        self.RenameClass = channel.unary_unary(
+                '/trainyard.dataset.v1.DatasetService/RenameClass',
+                request_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.RenameClassRequest.SerializeToString,
+                response_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.RenameClassResponse.FromString,
+                _registered_method=True)
+        self.DiffVersions = channel.unary_unary(
+                '/trainyard.dataset.v1.DatasetService/DiffVersions',
+                request_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.DiffVersionsRequest.SerializeToString,
+                response_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.DiffVersionsResponse.FromString,
+                _registered_method=True)
+        self.ImportManifest = channel.unary_unary(
+                '/trainyard.dataset.v1.DatasetService/ImportManifest',
+                request_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ImportManifestRequest.SerializeToString,
+                response_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ImportManifestResponse.FromString,
+                _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/trainyard.dataset.v1.DatasetService/DeleteDataset',
+                request_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
 
 
 class DatasetServiceServicer:
@@ -157,6 +182,50 @@ class DatasetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetLabels(self, request, context):
+        """Sets, changes or removes the labels of many images in one call, all or nothing.
+        INVALID_ARGUMENT for a bad label (its position named); NOT_FOUND for an unknown image id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenameClass(self, request, context):
+        """Renames a class: every image labeled `label` gets `new_label` (merging into it if it exists).
+        INVALID_ARGUMENT for a bad name; NOT_FOUND if no image carries `label`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiffVersions(self, request, context):
+        """Compares two versions: images added, removed and relabeled, and per-class count changes.
+        NOT_FOUND if the dataset or either version does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportManifest(self, request, context):
+        """Imports images listed in an ExeML/ModelArts manifest (JSON Lines with `source` and
+        `annotation`) whose sources are objects in this deployment's bucket. Each line is
+        validated like an upload; a bad line never aborts the others.
+        NOT_FOUND if the dataset or the manifest object does not exist; INVALID_ARGUMENT for a
+        malformed manifest (the line named).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """Deletes a dataset. Its name is free at once; its stored objects are kept for the
+        retention period (longer than any job may run), so jobs already using one of its
+        versions finish normally. NOT_FOUND if it does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DatasetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +273,31 @@ def add_DatasetServiceServicer_to_server(servicer, server):
                     servicer.ListVersions,
                     request_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ListVersionsRequest.FromString,
                     response_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ListVersionsResponse.SerializeToString,
+            ),
+            'SetLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLabels,
+                    request_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.SetLabelsRequest.FromString,
+                    response_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.SetLabelsResponse.SerializeToString,
+            ),
+            'RenameClass': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameClass,
+                    request_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.RenameClassRequest.FromString,
+                    response_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.RenameClassResponse.SerializeToString,
+            ),
+            'DiffVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffVersions,
+                    request_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.DiffVersionsRequest.FromString,
+                    response_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.DiffVersionsResponse.SerializeToString,
+            ),
+            'ImportManifest': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportManifest,
+                    request_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ImportManifestRequest.FromString,
+                    response_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ImportManifestResponse.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.DeleteDatasetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -450,6 +544,141 @@ class DatasetService:
             '/trainyard.dataset.v1.DatasetService/ListVersions',
             trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ListVersionsRequest.SerializeToString,
             trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ListVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.dataset.v1.DatasetService/SetLabels',
+            trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.SetLabelsRequest.SerializeToString,
+            trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.SetLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameClass(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.dataset.v1.DatasetService/RenameClass',
+            trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.RenameClassRequest.SerializeToString,
+            trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.RenameClassResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiffVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.dataset.v1.DatasetService/DiffVersions',
+            trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.DiffVersionsRequest.SerializeToString,
+            trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.DiffVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportManifest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.dataset.v1.DatasetService/ImportManifest',
+            trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ImportManifestRequest.SerializeToString,
+            trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ImportManifestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.dataset.v1.DatasetService/DeleteDataset',
+            trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.DeleteDatasetRequest.SerializeToString,
+            trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.DeleteDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,723 @@
+"""Training an image classifier: the trainer's PyTorch core (no RPC, no object store).
+
+Reads top to bottom: public types → data → model initialisation → the loop
+(``train_one_epoch`` and ``evaluate`` return plain dicts) → ``train`` →
+inference (``load_model``, ``predict``).
+
+How a run goes:
+
+* Every image is decoded once with Pillow (RGB, resized to a square at the
+  training resolution) into a uint8 tensor cache. Scaling, augmentation
+  (random scale and translation, no flips: digits and text must not be
+  mirrored) and normalisation happen per batch on the device.
+* The schedule is a warmup followed by a cosine decay of the learning rate over
+  ``epochs_total`` epochs. With a deadline, the first steps are timed and the
+  epochs are cut so that training ends ``DEADLINE_MARGIN`` of the budget (plus
+  the final evaluation) before it; each epoch's measured length revises that.
+* After every epoch the model is evaluated on the validation set; the best
+  epoch (validation accuracy, ties broken by lower validation loss) is kept.
+  Training stops when accuracy has not improved for ``patience`` epochs or the
+  schedule ends ("converged"), when time is up ("duration_limit"), or when
+  ``should_stop()`` returns a reason (that reason). In every case the result
+  holds the best epoch's weights.
+
+A checkpoint is a plain dict of tensors and plain values, loadable with
+``torch.load(..., weights_only=True)``::
+
+    {"format", "arch", "classes", "resolution", "state_dict", "normalization": {"mean", "std"},
+     "tta", "epoch", "best_val_accuracy", "preference", "hyperparameters"}
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from torch import nn
+
+from trainyard.errors import InvalidArgument
+from trainyard.services.trainer.evaluation import evaluate_predictions
+from trainyard.services.trainer.presets import (
+    Preset,
+    build_model,
+    choose_resolution,
+    classifier_head,
+    get_preset,
+    pretrained_weights_file,
+)
+
+CHECKPOINT_FORMAT = 1
+PROGRESS_INTERVAL = 1.0  # seconds between progress reports while running (the contract: <= 2 s)
+DEADLINE_MARGIN = 0.10  # share of the time budget kept free for the final evaluation and saving
+CALIBRATION_STEPS = 3  # steps timed (after the first, which warms up) to size the schedule
+SIZE_SAMPLE = 256  # images whose size decides the training resolution
+STATS_SAMPLE = 1024  # images whose pixels give the normalisation (mean and std)
+DECODE_CHUNK = 256  # images decoded between progress reports
+EVAL_BATCH_SIZE = 256
+INCREMENTAL_LR_SCALE = 0.5  # a model that starts from a trained one takes smaller steps
+FINAL_LR_FRACTION = 0.01  # the cosine decay ends at this share of the peak learning rate
+IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+CONVERGED = "converged"
+DURATION_LIMIT = "duration_limit"
+
+
+# --- public types -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image of a dataset version."""
+
+    image_id: str
+    label: str
+    usage: str  # "TRAIN" or "EVAL"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train and within which limits."""
+
+    classes: list[str]  # ordered class names; label index = position
+    preference: str = "balance"  # a key of presets.PRESETS (rule S6)
+    deadline: float | None = None  # time.time() seconds; training ends (best model kept) before it
+    seed: int = 0
+    device: str | None = None  # None: cuda when available, else cpu
+    max_epochs: int | None = None  # caps the preset's epochs (tiny test runs)
+    init_checkpoint: dict | None = None  # incremental training (S4): a checkpoint of an earlier run
+
+
+@dataclass
+class Progress:
+    """A snapshot of a running training. ``epoch`` 0 means the images are still being decoded."""
+
+    epoch: int
+    epochs_total: int
+    step: int
+    steps_total: int
+    loss: float  # mean training loss since the last report
+    train_accuracy: float  # on the augmented batches of the current epoch so far
+    val_accuracy: float | None  # of the last evaluated epoch
+    learning_rate: float
+    images_per_second: float  # training throughput since the last report
+    eta_seconds: float
+    device: str
+
+
+@dataclass
+class TrainResult:
+    """The outcome of ``train``: the best epoch's checkpoint and its evaluation."""
+
+    checkpoint: dict
+    evaluation: dict  # evaluation.evaluate_predictions on the validation set
+    history: list[dict]  # one dict per completed epoch
+    stop_reason: str  # "converged" | "duration_limit" | the reason should_stop() returned
+    epochs_run: int  # completed epochs
+    best_epoch: int  # 0 when training stopped before the first epoch ended
+    device: str
+    images_per_second: float  # mean training throughput
+    resolution: int
+    arch: str
+    init: str  # "scratch" | "pretrained:<file>" | "incremental:<how>"
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of an encoded image, read from its header."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+def decode_image(data: bytes, resolution: int) -> np.ndarray:
+    """An encoded image as RGB uint8 (resolution, resolution, 3).
+
+    EXIF orientation is applied, grayscale and palette images become RGB, and the
+    image is resized (bilinear) to a square without keeping its aspect ratio.
+    """
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("RGB", (resolution, resolution))  # JPEG: decode at a reduced scale when possible
+        rgb = ImageOps.exif_transpose(image).convert("RGB")
+    if rgb.size != (resolution, resolution):
+        rgb = rgb.resize((resolution, resolution), Image.Resampling.BILINEAR)
+    return np.asarray(rgb)
+
+
+def decode_images(
+    blobs: Iterable[bytes], count: int, resolution: int, on_chunk: Callable[[int], None] = lambda done: None
+) -> torch.Tensor:
+    """Encoded images as one uint8 tensor (count, 3, resolution, resolution), decoded in threads."""
+    cache = torch.empty((count, 3, resolution, resolution), dtype=torch.uint8)
+    iterator = iter(blobs)
+    with ThreadPoolExecutor() as pool:
+        for start in range(0, count, DECODE_CHUNK):
+            chunk = [next(iterator) for _ in range(min(DECODE_CHUNK, count - start))]
+            arrays = list(pool.map(lambda blob: decode_image(blob, resolution), chunk))
+            cache[start : start + len(arrays)] = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+            on_chunk(start + len(arrays))
+    return cache
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random zoom (0.9-1.1x) and shift (up to 1/8 of the side) of each image of a float batch.
+
+    Edges are replicated into the uncovered border. No flips: digits and text must
+    keep their orientation.
+    """
+    n = x.shape[0]
+    scale = torch.empty(n, device=x.device).uniform_(0.9, 1.1, generator=generator)
+    shift = torch.empty(n, 2, device=x.device).uniform_(-0.25, 0.25, generator=generator)  # [-1, 1] coordinates
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta[:, 0, 0] = 1 / scale
+    theta[:, 1, 1] = 1 / scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def tta_views(x: torch.Tensor, shift: int) -> list[torch.Tensor]:
+    """Test-time augmentation: the batch itself and four copies shifted by ``shift`` pixels."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+    offsets = [(shift, shift), (0, shift), (2 * shift, shift), (shift, 0), (shift, 2 * shift)]
+    return [padded[..., dy : dy + h, dx : dx + w] for dy, dx in offsets]
+
+
+class InferenceModel(nn.Module):
+    """A network wrapped with its input normalisation: uint8 RGB NCHW in, class probabilities out.
+
+    Training calls ``net`` on ``normalize``-d batches; evaluation, prediction and
+    the TorchScript export call the wrapper, so they preprocess identically.
+    """
+
+    def __init__(self, net: nn.Module, normalization: Mapping[str, list[float]], tta: bool = False) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(normalization["mean"], dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(normalization["std"], dtype=torch.float32).view(1, 3, 1, 1))
+        self.tta = tta
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """A float batch in [0, 1] standardised per channel."""
+        return (x - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(images.float() / 255)
+        if not self.tta:
+            return self.net(x).float().softmax(dim=1)
+        shift = max(1, x.shape[-1] // 16)
+        return torch.stack([self.net(v).float().softmax(dim=1) for v in tta_views(x, shift)]).mean(dim=0)
+
+
+# --- model initialisation ---------------------------------------------------------------
+
+
+def _init_weights(net: nn.Module, arch: str, classes: list[str], init_checkpoint: dict | None) -> str:
+    """Load starting weights into ``net``; returns how it was initialised (TrainResult.init)."""
+    if init_checkpoint is not None:
+        return _load_incremental(net, classes, init_checkpoint)
+    return _load_pretrained(net, arch)
+
+
+def _load_incremental(net: nn.Module, classes: list[str], checkpoint: dict) -> str:
+    """Start from a trained checkpoint (S4). A changed class set keeps the backbone and the
+    head's rows of the classes that remain (matched by name); new classes get fresh rows."""
+    old_classes = list(checkpoint["classes"])
+    state = dict(checkpoint["state_dict"])
+    if old_classes == classes:
+        net.load_state_dict(state)
+        return "incremental:same-classes"
+    head_name, head = classifier_head(net)
+    old_weight = state.pop(f"{head_name}.weight")
+    old_bias = state.pop(f"{head_name}.bias")
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if unexpected or set(missing) != {f"{head_name}.weight", f"{head_name}.bias"}:
+        raise InvalidArgument.field("init_checkpoint", f"does not fit the model: missing {missing}, unexpected {unexpected}")
+    old_index = {name: i for i, name in enumerate(old_classes)}
+    kept = [(i, old_index[name]) for i, name in enumerate(classes) if name in old_index]
+    with torch.no_grad():
+        for new, old in kept:
+            head.weight[new] = old_weight[old]
+            head.bias[new] = old_bias[old]
+    added = len(classes) - len(kept)
+    dropped = len(old_classes) - len(kept)
+    return f"incremental:new-head(kept={len(kept)},added={added},dropped={dropped})"
+
+
+def _load_pretrained(net: nn.Module, arch: str) -> str:
+    """ImageNet weights from the local torch hub cache when they are there (never downloaded).
+
+    Layers whose shape changed (the small-input stem, the head) keep their fresh init.
+    """
+    try:
+        name = pretrained_weights_file(arch)
+    except (ValueError, AttributeError, KeyError):
+        return "scratch"
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if not path.is_file():
+        return "scratch"
+    head_name, _ = classifier_head(net)
+    own = net.state_dict()
+    pretrained = torch.load(path, map_location="cpu", weights_only=True)
+    usable = {
+        k: v for k, v in pretrained.items()
+        if k in own and v.shape == own[k].shape and not k.startswith(head_name + ".")
+    }
+    net.load_state_dict(usable, strict=False)
+    return f"pretrained:{name}"
+
+
+def _normalization(init: str, init_checkpoint: dict | None, train_x: torch.Tensor) -> dict[str, list[float]]:
+    """Per-channel mean and std: the starting checkpoint's, ImageNet's for pretrained weights,
+    otherwise measured on (a sample of) the training images."""
+    if init_checkpoint is not None:
+        return {k: list(v) for k, v in init_checkpoint["normalization"].items()}
+    if init.startswith("pretrained:"):
+        return IMAGENET_NORMALIZATION
+    step = max(1, len(train_x) // STATS_SAMPLE)
+    pixels = train_x[::step].float().div_(255)
+    return {
+        "mean": pixels.mean(dim=(0, 2, 3)).tolist(),
+        "std": pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist(),
+    }
+
+
+def _optimizer(net: nn.Module, preset: Preset, lr: float) -> torch.optim.Optimizer:
+    """AdamW with weight decay on weight matrices and kernels only (not on biases and norms)."""
+    decay = [p for p in net.parameters() if p.dim() >= 2]
+    no_decay = [p for p in net.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": preset.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, fused=True)
+
+
+def learning_rate(step: int, total_steps: int, peak: float, warmup_fraction: float) -> float:
+    """Linear warmup to ``peak``, then cosine decay to FINAL_LR_FRACTION of it at ``total_steps``."""
+    warmup = max(1, round(warmup_fraction * total_steps))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return peak * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# --- the loop ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """What the loop shares across epochs: the plan, counters, clocks and callbacks."""
+
+    preset: Preset
+    peak_lr: float
+    device: torch.device
+    device_name: str
+    autocast: Callable[[], AbstractContextManager[Any]]
+    batch_size: int
+    steps_per_epoch: int
+    epochs_total: int
+    val_size: int
+    stop_at: float | None  # wall-clock time at which training stops (deadline less the margin)
+    progress: Callable[[Progress], None]
+    should_stop: Callable[[], str | None]
+    generator: torch.Generator  # augmentation randomness, on the device
+    order_generator: torch.Generator  # batch order, on the cpu
+    started: float = field(default_factory=time.time)
+    step: int = 0
+    time_limited: bool = False  # the deadline cut the planned epochs
+    val_accuracy: float | None = None
+    train_images: int = 0
+    train_seconds: float = 0.0
+    last_report: float = 0.0
+    _calibration_start: float = 0.0
+
+    @property
+    def steps_total(self) -> int:
+        return self.epochs_total * self.steps_per_epoch
+
+    def lr(self) -> float:
+        return learning_rate(self.step, self.steps_total, self.peak_lr, self.preset.warmup_fraction)
+
+    def stop_reason(self) -> str | None:
+        reason = self.should_stop()
+        if reason:
+            return reason
+        if self.stop_at is not None and time.time() >= self.stop_at:
+            return DURATION_LIMIT
+        return None
+
+    def after_step(self) -> None:
+        """Size the schedule to the deadline once the first steps are timed."""
+        if self.stop_at is None:
+            return
+        if self.step == 1:
+            self._sync()
+            self._calibration_start = time.time()
+        elif self.step == 1 + CALIBRATION_STEPS:
+            self._sync()
+            step_seconds = (time.time() - self._calibration_start) / CALIBRATION_STEPS
+            eval_seconds = step_seconds / self.batch_size / 3 * self.val_size  # forward only: ~1/3 of a step
+            self.fit_epochs(self.started, self.steps_per_epoch * step_seconds + eval_seconds, done=0)
+
+    def fit_epochs(self, since: float, epoch_seconds: float, done: int) -> None:
+        """Cut ``epochs_total`` to what fits between ``since`` and ``stop_at`` at this epoch length."""
+        assert self.stop_at is not None
+        fit = done + int((self.stop_at - since) / max(epoch_seconds, 1e-6))
+        if fit < self.epochs_total:
+            self.epochs_total = max(fit, done, 1)
+            self.time_limited = True
+
+    def report(self, epoch: int, loss: float, accuracy: float, images_per_second: float) -> None:
+        now = time.time()
+        self.last_report = now
+        done = self.step / max(1, self.steps_total)
+        eta = (now - self.started) * (1 - done) / done if done > 0 else 0.0
+        if self.stop_at is not None:
+            eta = min(eta, max(0.0, self.stop_at - now))
+        self.progress(Progress(
+            epoch=epoch, epochs_total=self.epochs_total, step=self.step, steps_total=self.steps_total,
+            loss=loss, train_accuracy=accuracy, val_accuracy=self.val_accuracy, learning_rate=self.lr(),
+            images_per_second=images_per_second, eta_seconds=eta, device=self.device_name,
+        ))
+
+    def due(self) -> bool:
+        return time.time() - self.last_report >= PROGRESS_INTERVAL
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def train_one_epoch(model: InferenceModel, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                    y: torch.Tensor, epoch: int, run: _Run) -> dict[str, Any]:
+    """One pass over the training set in random order.
+
+    Returns {"loss", "accuracy", "images_per_second", "learning_rate", "stop_reason"};
+    ``stop_reason`` is set (and the epoch incomplete) when the run had to stop.
+    """
+    net = model.net
+    net.train()
+    order = torch.randperm(len(x), generator=run.order_generator)
+    if len(order) < run.batch_size:  # a batch of one breaks batch norm: repeat the images
+        order = order.repeat(math.ceil(run.batch_size / len(order)))
+    channels_last = torch.channels_last if run.device.type == "cuda" else torch.contiguous_format
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), dtype=torch.long, device=run.device)
+    seen = 0
+    window = {"loss": torch.zeros((), device=run.device), "steps": 0, "images": 0, "since": time.time()}
+    stop_reason = None
+    for i in range(run.steps_per_epoch):
+        if (stop_reason := run.stop_reason()) is not None:
+            break
+        step_start = time.time()
+        index = order[i * run.batch_size : (i + 1) * run.batch_size]
+        images = x[index].to(run.device, non_blocking=True)
+        labels = y[index].to(run.device, non_blocking=True)
+        lr = run.lr()
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        with run.autocast():
+            batch = model.normalize(augment(images.float() / 255, run.generator))
+            logits = net(batch.contiguous(memory_format=channels_last))
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=run.preset.label_smoothing)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), run.preset.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        run.step += 1
+        run.after_step()
+        loss_sum += loss.detach() * len(labels)
+        correct += (logits.argmax(dim=1) == labels).sum()
+        seen += len(labels)
+        window["loss"] += loss.detach()
+        window["steps"] += 1
+        window["images"] += len(labels)
+        run.train_images += len(labels)
+        run.train_seconds += time.time() - step_start
+        if run.due():
+            elapsed = time.time() - window["since"]
+            run.report(epoch, float(window["loss"]) / window["steps"], int(correct) / seen,
+                       window["images"] / max(elapsed, 1e-9))
+            window = {"loss": torch.zeros((), device=run.device), "steps": 0, "images": 0, "since": time.time()}
+    return {
+        "loss": float(loss_sum) / max(1, seen),
+        "accuracy": int(correct) / max(1, seen),
+        "images_per_second": seen / max(1e-9, time.time() - window["since"]) if seen else 0.0,
+        "learning_rate": run.lr(),
+        "stop_reason": stop_reason,
+    }
+
+
+@torch.inference_mode()
+def evaluate(model: InferenceModel, x: torch.Tensor, y: torch.Tensor, *, device: torch.device,
+             autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+             tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Probabilities, loss and accuracy of ``model`` on uint8 images ``x`` with labels ``y``.
+
+    Returns {"loss", "accuracy", "probs"} (probs: a cpu float tensor, samples × classes).
+    """
+    model.eval()
+    channels_last = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    probs = []
+    for start in range(0, len(x), EVAL_BATCH_SIZE):
+        images = x[start : start + EVAL_BATCH_SIZE].to(device, non_blocking=True)
+        with autocast():
+            probs.append(model(images.contiguous(memory_format=channels_last)).float().cpu())
+        tick()
+    p = torch.cat(probs) if probs else torch.zeros((0, 0))
+    loss = F.nll_loss(p.clamp_min(1e-12).log(), y) if len(y) else torch.zeros(())
+    accuracy = (p.argmax(dim=1) == y).float().mean() if len(y) else torch.zeros(())
+    return {"loss": float(loss), "accuracy": float(accuracy), "probs": p}
+
+
+# --- train ------------------------------------------------------------------------------
+
+
+def train(
+    samples: list[Sample],
+    images: Callable[[Sample], bytes] | Mapping[str, bytes],
+    config: TrainConfig,
+    *,
+    progress: Callable[[Progress], None] = lambda p: None,
+    should_stop: Callable[[], str | None] = lambda: None,
+) -> TrainResult:
+    """Train a classifier on the TRAIN samples, select and evaluate it on the EVAL samples.
+
+    ``images`` gives a sample's encoded bytes (a callable, or a mapping by image id).
+    ``progress`` is called at least every PROGRESS_INTERVAL seconds while training
+    and after every epoch; ``should_stop`` is polled before every step.
+    """
+    started = time.time()
+
+    # -- config
+    preset = get_preset(config.preference)
+    classes = list(config.classes)
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device_name = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+    autocast: Callable[[], AbstractContextManager[Any]] = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+    )
+    torch.manual_seed(config.seed)
+    init_checkpoint = config.init_checkpoint
+    arch = init_checkpoint["arch"] if init_checkpoint else preset.arch
+    train_samples, val_samples = _split(samples, classes)
+    fetch = (lambda s: images[s.image_id]) if isinstance(images, Mapping) else images
+
+    # -- data
+    resolution = (
+        int(init_checkpoint["resolution"]) if init_checkpoint
+        else choose_resolution((image_size(fetch(s)) for s in _spread(samples, SIZE_SAMPLE)), preset)
+    )
+    planned_epochs = min(preset.epochs, config.max_epochs or preset.epochs)
+    total_images = len(train_samples) + len(val_samples)
+
+    def decoded(done: int) -> None:
+        progress(Progress(epoch=0, epochs_total=planned_epochs, step=0, steps_total=0, loss=0.0,
+                          train_accuracy=0.0, val_accuracy=None, learning_rate=0.0, images_per_second=0.0,
+                          eta_seconds=(time.time() - started) * (total_images - done) / max(1, done),
+                          device=device_name))
+
+    train_x = decode_images(map(fetch, train_samples), len(train_samples), resolution, decoded)
+    val_x = decode_images(map(fetch, val_samples), len(val_samples), resolution,
+                          lambda done: decoded(len(train_samples) + done))
+    index = {name: i for i, name in enumerate(classes)}
+    train_y = torch.tensor([index[s.label] for s in train_samples])
+    val_y = torch.tensor([index[s.label] for s in val_samples])
+
+    # -- model
+    net = build_model(arch, len(classes), resolution)
+    init = _init_weights(net, arch, classes, init_checkpoint)
+    model = InferenceModel(net, _normalization(init, init_checkpoint, train_x))
+    model.to(device)
+    if device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+    peak_lr = preset.lr * (INCREMENTAL_LR_SCALE if init_checkpoint else 1.0)
+    optimizer = _optimizer(net, preset, peak_lr)
+
+    # -- loop
+    batch_size = min(preset.batch_size, max(2, len(train_x)))
+    deadline = config.deadline
+    run = _Run(
+        preset=preset, peak_lr=peak_lr, device=device, device_name=device_name, autocast=autocast,
+        batch_size=batch_size, steps_per_epoch=max(1, len(train_x) // batch_size),
+        epochs_total=planned_epochs, val_size=len(val_x),
+        stop_at=None if deadline is None else deadline - DEADLINE_MARGIN * max(0.0, deadline - started),
+        progress=progress, should_stop=should_stop,
+        generator=torch.Generator(device=device).manual_seed(config.seed),
+        order_generator=torch.Generator().manual_seed(config.seed),
+    )
+    if run.stop_at is not None and preset.tta:  # keep time for the test-time-augmented evaluation
+        run.stop_at -= 5 * (run.stop_at - started) / max(1, 4 * planned_epochs)
+
+    def tick() -> None:
+        if run.due():
+            run.report(epoch, 0.0, 0.0, 0.0)
+
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    stale = 0  # epochs since validation accuracy last improved
+    stop_reason: str | None = None
+    epoch = 0
+    while stop_reason is None and epoch < run.epochs_total:
+        epoch += 1
+        epoch_start = time.time()
+        stats = train_one_epoch(model, optimizer, train_x, train_y, epoch, run)
+        if stats["stop_reason"] is not None:  # an incomplete epoch is not evaluated
+            stop_reason = stats["stop_reason"]
+            epoch -= 1
+            break
+        val = evaluate(model, val_x, val_y, device=device, autocast=autocast, tick=tick)
+        run.val_accuracy = val["accuracy"]
+        history.append({
+            "epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
+            "val_loss": val["loss"], "val_accuracy": val["accuracy"], "learning_rate": stats["learning_rate"],
+            "images_per_second": stats["images_per_second"], "seconds": time.time() - epoch_start,
+            "elapsed_seconds": time.time() - started,
+        })
+        improved = best is None or val["accuracy"] > best["accuracy"]
+        if best is None or (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
+            best = _snapshot(net, epoch, val)
+        stale = 0 if improved else stale + 1
+        run.report(epoch, stats["loss"], stats["accuracy"], stats["images_per_second"])
+        if (stop_reason := run.should_stop()) or stale >= preset.patience:
+            stop_reason = stop_reason or CONVERGED
+        elif run.stop_at is not None:
+            run.fit_epochs(time.time(), time.time() - epoch_start, done=epoch)
+    if stop_reason is None:
+        stop_reason = DURATION_LIMIT if run.time_limited else CONVERGED
+    if best is None:  # stopped before the first epoch ended: keep what there is
+        best = _snapshot(net, 0, evaluate(model, val_x, val_y, device=device, autocast=autocast))
+
+    # -- the best epoch's evaluation, with test-time augmentation when it helps
+    net.load_state_dict(best["state_dict"])
+    probs, use_tta = best["probs"], False
+    if preset.tta and (deadline is None or time.time() < deadline):
+        model.tta = True
+        with_tta = evaluate(model, val_x, val_y, device=device, autocast=autocast, tick=tick)
+        use_tta = (with_tta["accuracy"], -with_tta["loss"]) > (best["accuracy"], -best["loss"])
+        model.tta = use_tta
+        if use_tta:
+            probs = with_tta["probs"]
+    train_counts = Counter(s.label for s in train_samples)
+    val_counts = Counter(s.label for s in val_samples)
+    evaluation = evaluate_predictions(val_y.tolist(), probs.numpy(), classes, dict(train_counts),
+                                      dict(val_counts), [s.image_id for s in val_samples])
+    evaluation["test_time_augmentation"] = use_tta
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": arch,
+        "classes": classes,
+        "resolution": resolution,
+        "state_dict": best["state_dict"],
+        "normalization": model_normalization(model),
+        "tta": use_tta,
+        "epoch": best["epoch"],
+        "best_val_accuracy": evaluation["accuracy"],
+        "preference": preset.name,
+        "hyperparameters": {**asdict(preset), "lr": peak_lr, "batch_size": batch_size, "seed": config.seed},
+    }
+    return TrainResult(
+        checkpoint=checkpoint, evaluation=evaluation, history=history, stop_reason=stop_reason,
+        epochs_run=len(history), best_epoch=best["epoch"], device=device_name,
+        images_per_second=run.train_images / max(run.train_seconds, 1e-9), resolution=resolution,
+        arch=arch, init=init,
+    )
+
+
+def _split(samples: list[Sample], classes: list[str]) -> tuple[list[Sample], list[Sample]]:
+    """The TRAIN and EVAL samples; InvalidArgument for unknown labels or usages, or an empty set."""
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise InvalidArgument.field("classes", "needs at least 2 distinct class names")
+    known = set(classes)
+    unknown = sorted({s.label for s in samples} - known)
+    if unknown:
+        raise InvalidArgument.field("samples", f"labels not among the classes: {', '.join(unknown[:10])}")
+    bad_usage = sorted({s.usage for s in samples} - {"TRAIN", "EVAL"})
+    if bad_usage:
+        raise InvalidArgument.field("samples", f"usage must be TRAIN or EVAL, not {', '.join(bad_usage)}")
+    train_samples = [s for s in samples if s.usage == "TRAIN"]
+    val_samples = [s for s in samples if s.usage == "EVAL"]
+    if not train_samples or not val_samples:
+        raise InvalidArgument.field("samples", "needs at least one TRAIN and one EVAL sample")
+    return train_samples, val_samples
+
+
+def _spread(samples: list[Sample], count: int) -> list[Sample]:
+    """Up to ``count`` samples evenly spread over the list (deterministic)."""
+    step = max(1, len(samples) // count)
+    return samples[::step][:count]
+
+
+def _snapshot(net: nn.Module, epoch: int, val: dict[str, Any]) -> dict[str, Any]:
+    """A cpu copy of the weights with the validation results they scored."""
+    state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+    return {"state_dict": state, "epoch": epoch, "accuracy": val["accuracy"], "loss": val["loss"], "probs": val["probs"]}
+
+
+def model_normalization(model: InferenceModel) -> dict[str, list[float]]:
+    return {"mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()}
+
+
+# --- inference --------------------------------------------------------------------------
+
+
+def preprocessing_spec(checkpoint: dict) -> dict[str, Any]:
+    """How to turn an image into the input of the model that ``load_model`` or the export returns."""
+    resolution = int(checkpoint["resolution"])
+    return {
+        "format": "trainyard.preprocessing/v1",
+        "arch": checkpoint["arch"],
+        "classes": list(checkpoint["classes"]),
+        "resolution": resolution,
+        "decode": "apply EXIF orientation, convert to RGB, resize (bilinear) to resolution x resolution "
+                  "without keeping the aspect ratio",
+        "input": {"dtype": "uint8", "layout": "NCHW", "channels": "RGB", "shape": [-1, 3, resolution, resolution]},
+        "normalization": {**{k: list(v) for k, v in checkpoint["normalization"].items()},
+                          "applied": "inside the model, on input / 255"},
+        "test_time_augmentation": bool(checkpoint.get("tta", False)),
+        "output": "probabilities (softmax), one per class, in the order of `classes`",
+    }
+
+
+def load_model(checkpoint: dict, device: str | torch.device = "cpu") -> tuple[InferenceModel, dict[str, Any]]:
+    """The checkpoint's model in eval mode (uint8 RGB NCHW in, probabilities out) and its preprocessing spec."""
+    net = build_model(checkpoint["arch"], len(checkpoint["classes"]), int(checkpoint["resolution"]))
+    net.load_state_dict(checkpoint["state_dict"])
+    model = InferenceModel(net, checkpoint["normalization"], tta=bool(checkpoint.get("tta", False)))
+    return model.to(device).eval(), preprocessing_spec(checkpoint)
+
+
+def predict(checkpoint_or_loaded: dict | tuple[InferenceModel, dict[str, Any]], images: list[bytes],
+            top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """The ``top_k`` (class, probability) pairs of each encoded image, most probable first.
+
+    Takes a checkpoint, or what ``load_model`` returned (cheaper when called often).
+    """
+    if isinstance(checkpoint_or_loaded, tuple):
+        model, spec = checkpoint_or_loaded
+    else:
+        model, spec = load_model(checkpoint_or_loaded)
+    classes = spec["classes"]
+    x = decode_images(images, len(images), spec["resolution"])
+    device = next(model.parameters()).device
+    probs = evaluate(model, x, torch.zeros(len(x), dtype=torch.long), device=device)["probs"]
+    values, indices = probs.topk(min(top_k, len(classes)), dim=1)
+    return [
+        [(classes[j], float(v)) for v, j in zip(row_values.tolist(), row_indices.tolist(), strict=True)]
+        for row_values, row_indices in zip(values, indices, strict=True)
+    ]
