@@ -29,6 +29,7 @@ def job(j: Job) -> pb.TrainingJob:
         error_message=j.error_message, queue_position=j.queue_position, wait_reason=j.wait_reason,
         create_time=timestamp(j.create_time), start_time=timestamp(j.start_time), end_time=timestamp(j.end_time),
         duration_limit=duration(j.duration_limit), model_version=j.model_version, last_sequence=j.last_sequence,
+        billed_seconds=j.billed_seconds, cost=j.cost,
     )
     if j.latest_progress:
         json_format.ParseDict(j.latest_progress, message.latest_progress, ignore_unknown_fields=True)

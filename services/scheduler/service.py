@@ -253,6 +253,12 @@ class SchedulerService:
             raise Unavailable("no trainer is registered to serve predictions")
         return self.trainers.predict(trainers[0].address, body["artifactPrefix"], images, top_k)
 
+    def usage(self, start: float | None, end: float | None) -> list[tuple[str, str, int, float, float]]:
+        start, end = start or 0.0, end or self.clock()
+        if end <= start:
+            raise InvalidArgument.field("end_time", "must be after start_time")
+        return self.store.usage(start, end)
+
     # cancellation ----------------------------------------------------------------
     def cancel(self, job_id: str) -> Job:
         """Cancel at once; a running trainer is told to stop. A cancelled job makes no model version."""
@@ -470,6 +476,10 @@ class SchedulerService:
         if job is None or job.final:
             return
         fields: dict[str, Any] = {"state": state, "stop_reason": reason, "end_time": now, "queue_position": 0, "wait_reason": ""}
+        flavor = self.catalog.flavors.get(job.flavor_id)
+        if job.start_time is not None and flavor is not None and not flavor.is_free:
+            fields["billed_seconds"] = max(0.0, now - job.start_time)
+            fields["cost"] = fields["billed_seconds"] * flavor.price_per_hour / 3600
         if state == "FAILED":
             fields["error_message"] = message
         self.store.update_job(tx, job_id, **fields)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from trainyard.common.v1 import training_pb2 as common
 from trainyard.errors import InvalidArgument
+from trainyard.scheduler.v1 import scheduler_pb2
 from trainyard.scheduler.v1 import scheduler_service_pb2 as api
 from trainyard.scheduler.v1 import scheduler_service_pb2_grpc as api_grpc
 from trainyard.services.scheduler import mapping
 from trainyard.services.scheduler.service import JobRequest, SchedulerService
+from trainyard.timeconv import seconds
 from trainyard.trainer.v1 import trainer_pb2
 
 MAX_PREDICT_IMAGES = 64
@@ -64,6 +66,15 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
         return api.PredictResponse(predictions=[
             trainer_pb2.Prediction(labels=[trainer_pb2.LabelScore(label=label, score=score) for label, score in p])
             for p in predictions
+        ])
+
+    def GetUsage(self, request, context):
+        lines = self.service.usage(
+            seconds(request.start_time) if request.HasField("start_time") else None,
+            seconds(request.end_time) if request.HasField("end_time") else None,
+        )
+        return api.GetUsageResponse(lines=[
+            scheduler_pb2.UsageLine(tenant=t, flavor_id=f, job_count=n, billed_seconds=s, cost=c) for t, f, n, s, c in lines
         ])
 
     def RegisterTrainer(self, request, context):

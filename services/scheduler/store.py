@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     stop_requested  TEXT NOT NULL DEFAULT '',
     model_version   TEXT NOT NULL DEFAULT '',
     latest_progress TEXT NOT NULL DEFAULT '',
-    last_sequence   INTEGER NOT NULL DEFAULT 0
+    last_sequence   INTEGER NOT NULL DEFAULT 0,
+    billed_seconds  REAL NOT NULL DEFAULT 0,
+    cost            REAL NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request ON jobs(tenant, request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, flavor_id, seq);
@@ -98,6 +100,8 @@ class Job:
     model_version: str
     latest_progress: dict[str, Any] | None
     last_sequence: int
+    billed_seconds: float
+    cost: float
 
     @property
     def final(self) -> bool:
@@ -177,6 +181,15 @@ class SchedulerStore:
         sql = f"SELECT * FROM jobs WHERE state IN ({', '.join('?' for _ in states)}) ORDER BY seq"
         rows = tx.execute(sql, states).fetchall() if tx else self.db.query(sql, states)
         return [_job(r) for r in rows]
+
+    def usage(self, start: float, end: float) -> list[tuple[str, str, int, float, float]]:
+        """(tenant, flavor, jobs, billed seconds, cost) of jobs that ended in [start, end)."""
+        rows = self.db.query(
+            "SELECT tenant, flavor_id, COUNT(*) AS n, SUM(billed_seconds) AS s, SUM(cost) AS c FROM jobs"
+            " WHERE end_time >= ? AND end_time < ? GROUP BY tenant, flavor_id ORDER BY tenant, flavor_id",
+            (start, end),
+        )
+        return [(r["tenant"], r["flavor_id"], r["n"], r["s"], r["c"]) for r in rows]
 
     # events ----------------------------------------------------------------------
     def events_after(self, job_id: str, after: int, limit: int = 1000) -> list[Event]:

@@ -254,9 +254,23 @@ def _progress_body(p: training.Progress) -> dict[str, Any]:
 
 
 def evaluation_body(ev: dict[str, Any]) -> dict[str, Any]:
-    """The Evaluation proto-JSON of an evaluation dict (evaluation.evaluate_predictions)."""
-    return json.loads(json.dumps(_evaluation_fields(ev)))
+    """The Evaluation proto-JSON of an evaluation dict (evaluation.evaluate_predictions).
 
-
-def _evaluation_fields(ev: dict[str, Any]) -> dict[str, Any]:
-    raise NotImplementedError  # replaced below once the evaluation dict's shape is fixed
+    The full dict (misclassified samples, precision-recall curves) is in metrics.json.
+    """
+    matrix = ev["confusion_matrix"]
+    body: dict[str, Any] = {
+        "accuracy": ev["accuracy"],
+        "macro": ev["macro"],
+        "weighted": ev["weighted"],
+        "classes": [
+            {"label": c["label"], "precision": c["precision"], "recall": c["recall"], "f1": c["f1"],
+             "support": str(c["support"]), "trainCount": str(c["train_count"]), "validationCount": str(c["validation_count"])}
+            for c in ev["classes"]
+        ],
+        "confusionMatrix": {"labels": matrix["labels"], "counts": [str(v) for row in matrix["matrix"] for v in row]},
+        "validationSamples": str(ev["validation_samples"]),
+    }
+    if ev.get("top5_accuracy") is not None:
+        body["top5Accuracy"] = ev["top5_accuracy"]
+    return body

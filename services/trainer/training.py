@@ -328,7 +328,7 @@ class _Run:
     steps_per_epoch: int
     epochs_total: int
     val_size: int
-    stop_at: float | None  # wall-clock time at which training stops (deadline less the margin)
+    training_ends: float | None  # the deadline less the margin kept for evaluation and saving
     progress: Callable[[Progress], None]
     should_stop: Callable[[], str | None]
     generator: torch.Generator  # augmentation randomness, on the device
@@ -336,6 +336,9 @@ class _Run:
     started: float = field(default_factory=time.time)
     step: int = 0
     time_limited: bool = False  # the deadline cut the planned epochs
+    final_eval_seconds: float = 0.0  # kept free at the end for the test-time-augmented evaluation
+    loss: float = 0.0  # the last reported training loss and accuracy
+    accuracy: float = 0.0
     val_accuracy: float | None = None
     train_images: int = 0
     train_seconds: float = 0.0
@@ -345,6 +348,11 @@ class _Run:
     @property
     def steps_total(self) -> int:
         return self.epochs_total * self.steps_per_epoch
+
+    @property
+    def stop_at(self) -> float | None:
+        """When training stops to leave time for what comes after it."""
+        return None if self.training_ends is None else self.training_ends - self.final_eval_seconds
 
     def lr(self) -> float:
         return learning_rate(self.step, self.steps_total, self.peak_lr, self.preset.warmup_fraction)
@@ -368,17 +376,25 @@ class _Run:
             self._sync()
             step_seconds = (time.time() - self._calibration_start) / CALIBRATION_STEPS
             eval_seconds = step_seconds / self.batch_size / 3 * self.val_size  # forward only: ~1/3 of a step
+            self.expect_eval_seconds(eval_seconds)
             self.fit_epochs(self.started, self.steps_per_epoch * step_seconds + eval_seconds, done=0)
+
+    def expect_eval_seconds(self, seconds: float) -> None:
+        """Keep time for the final evaluation (five views) when the preset tries test-time augmentation."""
+        if self.preset.tta:
+            self.final_eval_seconds = 5 * seconds
 
     def fit_epochs(self, since: float, epoch_seconds: float, done: int) -> None:
         """Cut ``epochs_total`` to what fits between ``since`` and ``stop_at`` at this epoch length."""
-        assert self.stop_at is not None
+        if self.stop_at is None:
+            return
         fit = done + int((self.stop_at - since) / max(epoch_seconds, 1e-6))
         if fit < self.epochs_total:
             self.epochs_total = max(fit, done, 1)
             self.time_limited = True
 
-    def report(self, epoch: int, loss: float, accuracy: float, images_per_second: float) -> None:
+    def report(self, epoch: int, images_per_second: float = 0.0) -> None:
+        """Call ``progress`` with the current state (``loss``, ``accuracy``: set by the caller)."""
         now = time.time()
         self.last_report = now
         done = self.step / max(1, self.steps_total)
@@ -387,7 +403,7 @@ class _Run:
             eta = min(eta, max(0.0, self.stop_at - now))
         self.progress(Progress(
             epoch=epoch, epochs_total=self.epochs_total, step=self.step, steps_total=self.steps_total,
-            loss=loss, train_accuracy=accuracy, val_accuracy=self.val_accuracy, learning_rate=self.lr(),
+            loss=self.loss, train_accuracy=self.accuracy, val_accuracy=self.val_accuracy, learning_rate=self.lr(),
             images_per_second=images_per_second, eta_seconds=eta, device=self.device_name,
         ))
 
@@ -417,10 +433,10 @@ def train_one_epoch(model: InferenceModel, optimizer: torch.optim.Optimizer, x: 
     seen = 0
     window = {"loss": torch.zeros((), device=run.device), "steps": 0, "images": 0, "since": time.time()}
     stop_reason = None
+    start = time.time()
     for i in range(run.steps_per_epoch):
         if (stop_reason := run.stop_reason()) is not None:
             break
-        step_start = time.time()
         index = order[i * run.batch_size : (i + 1) * run.batch_size]
         images = x[index].to(run.device, non_blocking=True)
         labels = y[index].to(run.device, non_blocking=True)
@@ -445,17 +461,19 @@ def train_one_epoch(model: InferenceModel, optimizer: torch.optim.Optimizer, x: 
         window["loss"] += loss.detach()
         window["steps"] += 1
         window["images"] += len(labels)
-        run.train_images += len(labels)
-        run.train_seconds += time.time() - step_start
         if run.due():
-            elapsed = time.time() - window["since"]
-            run.report(epoch, float(window["loss"]) / window["steps"], int(correct) / seen,
-                       window["images"] / max(elapsed, 1e-9))
+            run.loss = float(window["loss"]) / window["steps"]
+            run.accuracy = int(correct) / seen
+            run.report(epoch, window["images"] / max(time.time() - window["since"], 1e-9))
             window = {"loss": torch.zeros((), device=run.device), "steps": 0, "images": 0, "since": time.time()}
+    loss, accuracy = float(loss_sum) / max(1, seen), int(correct) / max(1, seen)  # waits for the device
+    seconds = time.time() - start
+    run.train_images += seen
+    run.train_seconds += seconds
     return {
-        "loss": float(loss_sum) / max(1, seen),
-        "accuracy": int(correct) / max(1, seen),
-        "images_per_second": seen / max(1e-9, time.time() - window["since"]) if seen else 0.0,
+        "loss": loss,
+        "accuracy": accuracy,
+        "images_per_second": seen / max(seconds, 1e-9),
         "learning_rate": run.lr(),
         "stop_reason": stop_reason,
     }
@@ -469,6 +487,17 @@ def evaluate(model: InferenceModel, x: torch.Tensor, y: torch.Tensor, *, device:
 
     Returns {"loss", "accuracy", "probs"} (probs: a cpu float tensor, samples × classes).
     """
+    p = probabilities(model, x, device=device, autocast=autocast, tick=tick)
+    loss = F.nll_loss(p.clamp_min(1e-12).log(), y)
+    accuracy = (p.argmax(dim=1) == y).float().mean()
+    return {"loss": float(loss), "accuracy": float(accuracy), "probs": p}
+
+
+@torch.inference_mode()
+def probabilities(model: InferenceModel, x: torch.Tensor, *, device: torch.device,
+                  autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+                  tick: Callable[[], None] = lambda: None) -> torch.Tensor:
+    """Class probabilities (cpu float, samples × classes) of uint8 images ``x``, batch by batch."""
     model.eval()
     channels_last = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     probs = []
@@ -477,10 +506,7 @@ def evaluate(model: InferenceModel, x: torch.Tensor, y: torch.Tensor, *, device:
         with autocast():
             probs.append(model(images.contiguous(memory_format=channels_last)).float().cpu())
         tick()
-    p = torch.cat(probs) if probs else torch.zeros((0, 0))
-    loss = F.nll_loss(p.clamp_min(1e-12).log(), y) if len(y) else torch.zeros(())
-    accuracy = (p.argmax(dim=1) == y).float().mean() if len(y) else torch.zeros(())
-    return {"loss": float(loss), "accuracy": float(accuracy), "probs": p}
+    return torch.cat(probs)
 
 
 # --- train ------------------------------------------------------------------------------
@@ -556,17 +582,15 @@ def train(
         preset=preset, peak_lr=peak_lr, device=device, device_name=device_name, autocast=autocast,
         batch_size=batch_size, steps_per_epoch=max(1, len(train_x) // batch_size),
         epochs_total=planned_epochs, val_size=len(val_x),
-        stop_at=None if deadline is None else deadline - DEADLINE_MARGIN * max(0.0, deadline - started),
+        training_ends=None if deadline is None else deadline - DEADLINE_MARGIN * max(0.0, deadline - started),
         progress=progress, should_stop=should_stop,
         generator=torch.Generator(device=device).manual_seed(config.seed),
         order_generator=torch.Generator().manual_seed(config.seed),
     )
-    if run.stop_at is not None and preset.tta:  # keep time for the test-time-augmented evaluation
-        run.stop_at -= 5 * (run.stop_at - started) / max(1, 4 * planned_epochs)
 
-    def tick() -> None:
+    def tick() -> None:  # keeps progress coming during long evaluations
         if run.due():
-            run.report(epoch, 0.0, 0.0, 0.0)
+            run.report(epoch)
 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
@@ -581,7 +605,9 @@ def train(
             stop_reason = stats["stop_reason"]
             epoch -= 1
             break
+        eval_start = time.time()
         val = evaluate(model, val_x, val_y, device=device, autocast=autocast, tick=tick)
+        run.expect_eval_seconds(time.time() - eval_start)
         run.val_accuracy = val["accuracy"]
         history.append({
             "epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
@@ -593,7 +619,8 @@ def train(
         if best is None or (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
             best = _snapshot(net, epoch, val)
         stale = 0 if improved else stale + 1
-        run.report(epoch, stats["loss"], stats["accuracy"], stats["images_per_second"])
+        run.loss, run.accuracy = stats["loss"], stats["accuracy"]
+        run.report(epoch, stats["images_per_second"])
         if (stop_reason := run.should_stop()) or stale >= preset.patience:
             stop_reason = stop_reason or CONVERGED
         elif run.stop_at is not None:
@@ -715,7 +742,7 @@ def predict(checkpoint_or_loaded: dict | tuple[InferenceModel, dict[str, Any]], 
     classes = spec["classes"]
     x = decode_images(images, len(images), spec["resolution"])
     device = next(model.parameters()).device
-    probs = evaluate(model, x, torch.zeros(len(x), dtype=torch.long), device=device)["probs"]
+    probs = probabilities(model, x, device=device)
     values, indices = probs.topk(min(top_k, len(classes)), dim=1)
     return [
         [(classes[j], float(v)) for v, j in zip(row_values.tolist(), row_indices.tolist(), strict=True)]

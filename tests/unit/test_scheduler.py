@@ -240,3 +240,21 @@ def test_unknown_job_is_not_found(tmp_path):
         service.get_job("job-nope")
     with pytest.raises(NotFound):
         next(service.watch("job-nope", 0))
+
+
+def test_pay_per_use_jobs_are_billed_and_free_jobs_cost_nothing(tmp_path):
+    service, _, _ = make(tmp_path)
+    add_trainer(service, slots=2)
+    paid = service.create_job(JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1"))
+    free = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+    paid_done = wait_for(lambda: (j := service.get_job(paid.id)).final and j)
+    free_done = wait_for(lambda: (j := service.get_job(free.id)).final and j)
+    assert paid_done.billed_seconds == pytest.approx(paid_done.end_time - paid_done.start_time)
+    assert paid_done.cost == pytest.approx(paid_done.billed_seconds * 3.40 / 3600)
+    assert (free_done.billed_seconds, free_done.cost) == (0, 0)
+    lines = {flavor: (n, s, c) for _, flavor, n, s, c in service.usage(None, None)}
+    assert lines["compute-gpu-1"] == (1, pytest.approx(paid_done.billed_seconds), pytest.approx(paid_done.cost))
+    assert lines["free-gpu"][2] == 0
+    assert service.usage(0, 1) == []  # a period before any job ended
+    with pytest.raises(InvalidArgument):
+        service.usage(10, 5)

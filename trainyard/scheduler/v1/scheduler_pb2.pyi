@@ -60,7 +60,7 @@ class TrainingParameters(_message.Message):
     def __init__(self, dataset_version: _Optional[str] = ..., train_ratio: _Optional[str] = ..., seed: _Optional[int] = ..., incremental_model_version: _Optional[str] = ..., max_duration_minutes: _Optional[int] = ..., preference: _Optional[_Union[_training_pb2.TrainingPreference, str]] = ..., flavor_id: _Optional[str] = ..., free_terms_accepted: _Optional[bool] = ..., max_epochs: _Optional[int] = ...) -> None: ...
 
 class TrainingJob(_message.Message):
-    __slots__ = ("id", "dataset_id", "parameters", "state", "stop_reason", "error_message", "queue_position", "wait_reason", "create_time", "start_time", "end_time", "duration_limit", "model_version", "latest_progress", "last_sequence")
+    __slots__ = ("id", "dataset_id", "parameters", "state", "stop_reason", "error_message", "queue_position", "wait_reason", "create_time", "start_time", "end_time", "duration_limit", "model_version", "latest_progress", "last_sequence", "billed_seconds", "cost")
     ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,8 @@ class TrainingJob(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     LATEST_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    BILLED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     id: str
     dataset_id: str
     parameters: TrainingParameters
@@ -91,7 +93,23 @@ class TrainingJob(_message.Message):
     model_version: str
     latest_progress: _training_pb2.TrainingProgress
     last_sequence: int
-    def __init__(self, id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., parameters: _Optional[_Union[TrainingParameters, _Mapping]] = ..., state: _Optional[_Union[TrainingJobState, str]] = ..., stop_reason: _Optional[_Union[_training_pb2.StopReason, str]] = ..., error_message: _Optional[str] = ..., queue_position: _Optional[int] = ..., wait_reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model_version: _Optional[str] = ..., latest_progress: _Optional[_Union[_training_pb2.TrainingProgress, _Mapping]] = ..., last_sequence: _Optional[int] = ...) -> None: ...
+    billed_seconds: float
+    cost: float
+    def __init__(self, id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., parameters: _Optional[_Union[TrainingParameters, _Mapping]] = ..., state: _Optional[_Union[TrainingJobState, str]] = ..., stop_reason: _Optional[_Union[_training_pb2.StopReason, str]] = ..., error_message: _Optional[str] = ..., queue_position: _Optional[int] = ..., wait_reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model_version: _Optional[str] = ..., latest_progress: _Optional[_Union[_training_pb2.TrainingProgress, _Mapping]] = ..., last_sequence: _Optional[int] = ..., billed_seconds: _Optional[float] = ..., cost: _Optional[float] = ...) -> None: ...
+
+class UsageLine(_message.Message):
+    __slots__ = ("tenant", "flavor_id", "job_count", "billed_seconds", "cost")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    FLAVOR_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BILLED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    flavor_id: str
+    job_count: int
+    billed_seconds: float
+    cost: float
+    def __init__(self, tenant: _Optional[str] = ..., flavor_id: _Optional[str] = ..., job_count: _Optional[int] = ..., billed_seconds: _Optional[float] = ..., cost: _Optional[float] = ...) -> None: ...
 
 class StateChange(_message.Message):
     __slots__ = ("state", "stop_reason", "message")

@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from trainyard.common.v1 import training_pb2 as _training_pb2
 from trainyard.scheduler.v1 import scheduler_pb2 as _scheduler_pb2
 from trainyard.trainer.v1 import trainer_pb2 as _trainer_pb2
@@ -158,6 +161,20 @@ class PredictResponse(_message.Message):
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     predictions: _containers.RepeatedCompositeFieldContainer[_trainer_pb2.Prediction]
     def __init__(self, predictions: _Optional[_Iterable[_Union[_trainer_pb2.Prediction, _Mapping]]] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("start_time", "end_time")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("lines",)
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[_scheduler_pb2.UsageLine]
+    def __init__(self, lines: _Optional[_Iterable[_Union[_scheduler_pb2.UsageLine, _Mapping]]] = ...) -> None: ...
 
 class RegisterTrainerRequest(_message.Message):
     __slots__ = ("trainer_id", "address", "flavor_ids", "slots", "device")

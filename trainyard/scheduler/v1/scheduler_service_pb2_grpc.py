@@ -80,6 +80,11 @@ class SchedulerServiceStub:
                 request_serializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PredictRequest.SerializeToString,
                 response_deserializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/trainyard.scheduler.v1.SchedulerService/GetUsage',
+                request_serializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
         self.RegisterTrainer = channel.unary_unary(
                 '/trainyard.scheduler.v1.SchedulerService/RegisterTrainer',
                 request_serializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.RegisterTrainerRequest.SerializeToString,
@@ -165,6 +170,14 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """Sums billed seconds and cost of the jobs that ended in a period, per tenant and flavor.
+        INVALID_ARGUMENT if end_time is not after start_time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RegisterTrainer(self, request, context):
         """Registers a trainer, or refreshes its registration (a heartbeat).
         INVALID_ARGUMENT for a missing address or an unknown flavor.
@@ -220,6 +233,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PredictRequest.FromString,
                     response_serializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PredictResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetUsageRequest.FromString,
+                    response_serializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetUsageResponse.SerializeToString,
             ),
             'RegisterTrainer': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterTrainer,
@@ -471,6 +489,33 @@ class SchedulerService:
             '/trainyard.scheduler.v1.SchedulerService/Predict',
             trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PredictRequest.SerializeToString,
             trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.scheduler.v1.SchedulerService/GetUsage',
+            trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetUsageRequest.SerializeToString,
+            trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,
