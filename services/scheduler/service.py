@@ -163,15 +163,20 @@ class SchedulerService:
         }
         now = self.clock()
         with self.store.transaction() as tx:
+            place = 1 + sum(1 for j in self.store.jobs_in_states(("QUEUED",), tx) if j.flavor_id == flavor.id)
+            wait = "waiting to be scheduled"
             self.store.insert_job(tx, {
                 "id": job_id, "request_id": req.request_id or None, "tenant": tenant, "dataset_id": dataset_id,
                 "flavor_id": flavor.id, "params": params, "state": "QUEUED", "create_time": now,
                 "duration_limit": limit_minutes * self.settings.minute_seconds, "deadline_reason": deadline_reason,
+                "queue_position": place, "wait_reason": wait,
             })
             self.store.append_event(tx, job_id, now, {"stateChange": {"state": "TRAINING_JOB_STATE_QUEUED",
                                                                        "message": f"queued on {flavor.display_name}"}})
+            self.store.append_event(tx, job_id, now, {"queuePosition": {"position": place, "jobsAhead": place - 1,
+                                                                         "waitReason": wait}})
         log.info("job.created", job_id=job_id, dataset_id=dataset_id, version=version.name, flavor=flavor.id)
-        self._dispatch_once()
+        self._wake()  # the dispatcher thread takes it from here
         return self.get_job(job_id)
 
     def _flavor(self, flavor_id: str) -> Flavor:

@@ -166,10 +166,10 @@ def test_job_runs_to_a_model_version_and_watch_replays_then_ends(tmp_path):
 def test_queue_positions_and_the_free_flavor_tenant_limit(tmp_path):
     service, _, _ = make(tmp_path, FakeTrainer(steps=0))
     first = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
-    assert service.get_job(first.id).queue_position == 1
-    assert "no trainer" in service.get_job(first.id).wait_reason
+    assert (first.state, first.queue_position) == ("QUEUED", 1)
+    assert "no trainer" in wait_for(lambda: service.get_job(first.id).wait_reason.startswith("no") and service.get_job(first.id).wait_reason)
     second = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
-    assert service.get_job(second.id).queue_position == 2
+    assert second.queue_position == 2
     add_trainer(service, slots=2)
     wait_for(lambda: service.get_job(first.id).state in ("STARTING", "RUNNING"))
     waiting = wait_for(lambda: (j := service.get_job(second.id)).queue_position == 1 and j)
