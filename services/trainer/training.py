@@ -336,14 +336,15 @@ class _Run:
     started: float = field(default_factory=time.time)
     step: int = 0
     time_limited: bool = False  # the deadline cut the planned epochs
-    final_eval_seconds: float = 0.0  # kept free at the end for the test-time-augmented evaluation
+    step_seconds: float = 0.0  # a moving average of one optimizer step's wall time
+    eval_seconds: float = 0.0  # one evaluation's wall time: estimated, then measured
+    evaluated: bool = False  # an epoch has been evaluated, so there is a model to keep
     loss: float = 0.0  # the last reported training loss and accuracy
     accuracy: float = 0.0
     val_accuracy: float | None = None
     train_images: int = 0
     train_seconds: float = 0.0
     last_report: float = 0.0
-    _calibration_start: float = 0.0
 
     @property
     def steps_total(self) -> int:
@@ -351,8 +352,10 @@ class _Run:
 
     @property
     def stop_at(self) -> float | None:
-        """When training stops to leave time for what comes after it."""
-        return None if self.training_ends is None else self.training_ends - self.final_eval_seconds
+        """When training stops, leaving time for the final test-time-augmented evaluation (5 views)."""
+        if self.training_ends is None:
+            return None
+        return self.training_ends - (5 * self.eval_seconds if self.preset.tta else 0.0)
 
     def lr(self) -> float:
         return learning_rate(self.step, self.steps_total, self.peak_lr, self.preset.warmup_fraction)
@@ -361,28 +364,27 @@ class _Run:
         reason = self.should_stop()
         if reason:
             return reason
-        if self.stop_at is not None and time.time() >= self.stop_at:
+        # Never start a step that would end past the stop; before the first evaluation,
+        # also keep the time to evaluate the model that will be kept.
+        needed = self.step_seconds + (0.0 if self.evaluated else self.eval_seconds)
+        if self.stop_at is not None and time.time() + needed >= self.stop_at:
             return DURATION_LIMIT
         return None
 
-    def after_step(self) -> None:
-        """Size the schedule to the deadline once the first steps are timed."""
-        if self.stop_at is None:
-            return
-        if self.step == 1:
-            self._sync()
-            self._calibration_start = time.time()
-        elif self.step == 1 + CALIBRATION_STEPS:
-            self._sync()
-            step_seconds = (time.time() - self._calibration_start) / CALIBRATION_STEPS
-            eval_seconds = step_seconds / self.batch_size / 3 * self.val_size  # forward only: ~1/3 of a step
-            self.expect_eval_seconds(eval_seconds)
-            self.fit_epochs(self.started, self.steps_per_epoch * step_seconds + eval_seconds, done=0)
+    def after_step(self, step_start: float) -> None:
+        """Time the step; size the schedule to the deadline once the first steps are timed."""
+        if self.step <= 1 + CALIBRATION_STEPS:
+            self._sync()  # the device's queue is not full yet: wait for the step to really end
+        seconds = time.time() - step_start
+        self.step_seconds = seconds if self.step == 1 else 0.7 * self.step_seconds + 0.3 * seconds
+        if not self.evaluated:  # forward only, about a third of a step per image
+            self.eval_seconds = self.step_seconds / self.batch_size / 3 * self.val_size
+        if self.step == 1 + CALIBRATION_STEPS:
+            self.fit_epochs(self.started, self.steps_per_epoch * self.step_seconds + self.eval_seconds, done=0)
 
-    def expect_eval_seconds(self, seconds: float) -> None:
-        """Keep time for the final evaluation (five views) when the preset tries test-time augmentation."""
-        if self.preset.tta:
-            self.final_eval_seconds = 5 * seconds
+    def evaluated_in(self, seconds: float) -> None:
+        self.evaluated = True
+        self.eval_seconds = seconds
 
     def fit_epochs(self, since: float, epoch_seconds: float, done: int) -> None:
         """Cut ``epochs_total`` to what fits between ``since`` and ``stop_at`` at this epoch length."""
@@ -437,6 +439,7 @@ def train_one_epoch(model: InferenceModel, optimizer: torch.optim.Optimizer, x: 
     for i in range(run.steps_per_epoch):
         if (stop_reason := run.stop_reason()) is not None:
             break
+        step_start = time.time()
         index = order[i * run.batch_size : (i + 1) * run.batch_size]
         images = x[index].to(run.device, non_blocking=True)
         labels = y[index].to(run.device, non_blocking=True)
@@ -454,7 +457,7 @@ def train_one_epoch(model: InferenceModel, optimizer: torch.optim.Optimizer, x: 
         optimizer.zero_grad(set_to_none=True)
 
         run.step += 1
-        run.after_step()
+        run.after_step(step_start)
         loss_sum += loss.detach() * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum()
         seen += len(labels)
@@ -607,7 +610,7 @@ def train(
             break
         eval_start = time.time()
         val = evaluate(model, val_x, val_y, device=device, autocast=autocast, tick=tick)
-        run.expect_eval_seconds(time.time() - eval_start)
+        run.evaluated_in(time.time() - eval_start)
         run.val_accuracy = val["accuracy"]
         history.append({
             "epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],

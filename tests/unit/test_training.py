@@ -1,0 +1,285 @@
+"""The trainer's PyTorch core on real data: scikit-learn's handwritten digits as PNG files.
+
+Runs are tiny (a subset of the digits, one to three epochs) so that the file
+takes well under a minute on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from trainyard.services.trainer import export, presets, training
+from trainyard.services.trainer.training import Progress, Sample, TrainConfig
+
+CLASSES = [str(d) for d in range(10)]
+SUBSET = 700  # digits used by the tests (of 1,797)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    """An 8x8 digit (values 0..16) as a grayscale PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray((pixels * 255 / 16).round().astype(np.uint8), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[list[Sample], dict[str, bytes]]:
+    data = load_digits()
+    ids = [f"digit-{i:04d}" for i in range(SUBSET)]
+    labels = data.target[:SUBSET]
+    train_idx, eval_idx = train_test_split(np.arange(SUBSET), stratify=labels, random_state=0, test_size=0.2)
+    samples = [Sample(ids[i], str(labels[i]), "TRAIN") for i in train_idx]
+    samples += [Sample(ids[i], str(labels[i]), "EVAL") for i in eval_idx]
+    images = {ids[i]: png(data.images[i]) for i in range(SUBSET)}
+    return samples, images
+
+
+@pytest.fixture(scope="module")
+def tiny_run(digits) -> tuple[training.TrainResult, list[tuple[float, Progress]]]:
+    samples, images = digits
+    calls: list[tuple[float, Progress]] = []
+    config = TrainConfig(classes=CLASSES, preference="balance", max_epochs=3, seed=1)
+    result = training.train(samples, images, config, progress=lambda p: calls.append((time.time(), p)))
+    return result, calls
+
+
+def eval_part(samples: list[Sample], images: dict[str, bytes]) -> tuple[list[bytes], list[str]]:
+    held_out = [s for s in samples if s.usage == "EVAL"]
+    return [images[s.image_id] for s in held_out], [s.label for s in held_out]
+
+
+# --- a tiny run ----------------------------------------------------------------------------
+
+
+def test_tiny_run_learns_and_keeps_the_best_epoch(tiny_run, digits):
+    result, _ = tiny_run
+    samples, images = digits
+    assert result.arch == "resnet18"
+    assert result.resolution == 8  # 8x8 digits are not blown up
+    assert result.init == "scratch"
+    assert result.stop_reason == "converged"
+    assert result.epochs_run == len(result.history) == 3
+    assert result.evaluation["accuracy"] > 0.5  # chance is 0.1
+
+    best = max(result.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    assert result.best_epoch == best["epoch"] == result.checkpoint["epoch"]
+    assert result.checkpoint["best_val_accuracy"] == pytest.approx(best["val_accuracy"])
+    assert result.evaluation["accuracy"] == pytest.approx(best["val_accuracy"])
+
+    # The checkpoint predicts what the evaluation says.
+    blobs, labels = eval_part(samples, images)
+    top1 = [ranked[0][0] for ranked in training.predict(result.checkpoint, blobs, top_k=1)]
+    assert np.mean([p == t for p, t in zip(top1, labels, strict=True)]) == pytest.approx(result.evaluation["accuracy"])
+
+
+def test_checkpoint_is_plain_and_loads_with_weights_only(tiny_run):
+    checkpoint = tiny_run[0].checkpoint
+    assert {"arch", "classes", "resolution", "state_dict", "normalization", "epoch", "best_val_accuracy",
+            "preference"} <= checkpoint.keys()
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    loaded = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    model, spec = training.load_model(loaded)
+    assert not model.training
+    assert spec["classes"] == CLASSES and spec["resolution"] == 8
+
+
+def test_progress_is_reported_during_and_after_every_epoch(tiny_run):
+    result, calls = tiny_run
+    progress = [p for _, p in calls]
+    training_calls = [p for p in progress if p.epoch > 0]
+    assert {p.epoch for p in training_calls} == {1, 2, 3}
+    assert [p.step for p in training_calls] == sorted(p.step for p in training_calls)
+    ends = [p for p in training_calls if p.step == p.steps_total]
+    assert ends and ends[-1].val_accuracy == pytest.approx(result.history[-1]["val_accuracy"])
+    assert all(p.device == "cpu" and p.learning_rate > 0 for p in training_calls)
+    assert len(training_calls) > 3  # also between epoch ends
+
+
+def test_history_and_evaluation_are_json(tiny_run):
+    result = tiny_run[0]
+    json.dumps(result.history)
+    json.dumps(result.evaluation)
+
+
+# --- stopping ---------------------------------------------------------------------------
+
+
+def test_deadline_ends_the_run_with_a_usable_model(digits):
+    samples, images = digits
+    deadline = time.time() + 3
+    result = training.train(samples, images, TrainConfig(classes=CLASSES, deadline=deadline))
+    assert time.time() <= deadline + 1.0
+    assert result.stop_reason == "duration_limit"
+    blobs, _ = eval_part(samples, images)
+    predictions = training.predict(result.checkpoint, blobs[:4], top_k=3)
+    assert [len(p) for p in predictions] == [3, 3, 3, 3]
+
+
+def test_should_stop_ends_the_run_with_its_reason_and_the_best_epoch(digits):
+    samples, images = digits
+    epochs_done: list[int] = []
+
+    def progress(p: Progress) -> None:
+        if p.val_accuracy is not None and p.step == p.steps_total * p.epoch // p.epochs_total:
+            epochs_done.append(p.epoch)
+
+    result = training.train(
+        samples, images, TrainConfig(classes=CLASSES, preference="performance_first", max_epochs=5),
+        progress=progress, should_stop=lambda: "cancelled" if len(epochs_done) >= 2 else None,
+    )
+    assert result.stop_reason == "cancelled"
+    assert result.epochs_run == 2
+    best = max(result.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    assert result.checkpoint["epoch"] == best["epoch"]
+    assert result.evaluation["accuracy"] == pytest.approx(best["val_accuracy"])
+
+
+def test_a_run_stopped_before_any_step_keeps_its_initial_weights(digits, tiny_run):
+    samples, images = digits
+    start = tiny_run[0].checkpoint
+    result = training.train(samples, images, TrainConfig(classes=CLASSES, init_checkpoint=start),
+                            should_stop=lambda: "cancelled")
+    assert result.stop_reason == "cancelled"
+    assert result.epochs_run == 0 and result.best_epoch == 0
+    assert result.init == "incremental:same-classes"
+    for key, value in start["state_dict"].items():
+        assert torch.equal(result.checkpoint["state_dict"][key], value), key
+
+
+# --- incremental training (S4) ----------------------------------------------------------
+
+
+def test_a_changed_class_set_keeps_the_head_rows_of_kept_classes(digits, tiny_run):
+    samples, images = digits
+    start = tiny_run[0].checkpoint
+    classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "nine"]  # "9" renamed: one dropped, one added
+    renamed = [Sample(s.image_id, "nine" if s.label == "9" else s.label, s.usage) for s in samples]
+    result = training.train(renamed, images, TrainConfig(classes=classes, init_checkpoint=start),
+                            should_stop=lambda: "cancelled")
+    assert result.init == "incremental:new-head(kept=9,added=1,dropped=1)"
+    state = result.checkpoint["state_dict"]
+    head, _ = presets.classifier_head(presets.build_model(start["arch"], 10, start["resolution"]))
+    for key, value in start["state_dict"].items():
+        if not key.startswith(head + "."):
+            assert torch.equal(state[key], value), key
+    old_weight, new_weight = start["state_dict"][f"{head}.weight"], state[f"{head}.weight"]
+    assert torch.equal(new_weight[:9], old_weight[:9])
+    assert not torch.equal(new_weight[9], old_weight[9])
+
+
+def test_incremental_training_starts_from_the_earlier_model(digits, tiny_run):
+    samples, images = digits
+    start = tiny_run[0]
+    subset = [s for s in samples if s.label in {"3", "5", "8"}]
+    result = training.train(subset, images, TrainConfig(classes=["3", "5", "8"], max_epochs=1,
+                                                         init_checkpoint=start.checkpoint))
+    assert result.init == "incremental:new-head(kept=3,added=0,dropped=7)"
+    assert result.arch == start.arch and result.resolution == start.resolution
+    assert result.evaluation["accuracy"] > 0.8
+
+
+# --- serving ----------------------------------------------------------------------------
+
+
+def test_predict_and_the_torchscript_export_agree(digits, tiny_run):
+    samples, images = digits
+    checkpoint = tiny_run[0].checkpoint
+    blobs, _ = eval_part(samples, images)
+    blobs = blobs[:32]
+    predicted = training.predict(checkpoint, blobs, top_k=3)
+    assert all(len(p) == 3 and p[0][1] >= p[1][1] >= p[2][1] for p in predicted)
+
+    archive, spec = export.export_torchscript(checkpoint)
+    extra = {"preprocessing.json": ""}
+    scripted = torch.jit.load(io.BytesIO(archive), _extra_files=extra)
+    assert json.loads(extra["preprocessing.json"]) == spec
+    assert spec["input"]["dtype"] == "uint8" and spec["resolution"] == 8
+    x = torch.stack([torch.from_numpy(training.decode_image(b, spec["resolution"])).permute(2, 0, 1) for b in blobs])
+    with torch.no_grad():
+        probs = scripted(x)
+    assert probs.shape == (32, 10)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(32), atol=1e-5)
+    for row, ranked in zip(probs, predicted, strict=True):
+        values, indices = row.topk(3)
+        assert [spec["classes"][i] for i in indices.tolist()] == [name for name, _ in ranked]
+        assert values.tolist() == pytest.approx([p for _, p in ranked], abs=1e-5)
+
+
+def test_the_export_keeps_test_time_augmentation(tiny_run):
+    checkpoint = {**tiny_run[0].checkpoint, "tta": True}
+    archive, spec = export.export_torchscript(checkpoint)
+    assert spec["test_time_augmentation"] is True
+    scripted = torch.jit.load(io.BytesIO(archive))
+    model, _ = training.load_model(checkpoint)
+    x = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), model(x), atol=1e-6)
+
+
+def test_predict_accepts_color_and_large_images(tiny_run):
+    rgb = io.BytesIO()
+    Image.new("RGB", (300, 200), (200, 10, 10)).save(rgb, format="JPEG")
+    loaded = training.load_model(tiny_run[0].checkpoint)
+    (ranked,) = training.predict(loaded, [rgb.getvalue()], top_k=10)
+    assert sorted(name for name, _ in ranked) == CLASSES
+    assert sum(p for _, p in ranked) == pytest.approx(1.0, abs=1e-5)
+
+
+# --- presets and models -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sizes", "preference", "expected"),
+    [
+        ([(8, 8)] * 5, "balance", 8),  # tiny images stay tiny
+        ([(8, 8)] * 5, "accuracy_first", 16),  # ... above the preset's floor
+        ([(50, 40), (60, 30), (30, 70)], "balance", 64),  # median larger side 60 -> 64
+        ([(640, 480)] * 3, "balance", 224),  # capped by the preset
+        ([(640, 480)] * 3, "performance_first", 128),
+    ],
+)
+def test_resolution_follows_the_data(sizes, preference, expected):
+    assert presets.choose_resolution(sizes, presets.get_preset(preference)) == expected
+
+
+@pytest.mark.parametrize("arch", sorted(presets.ARCHITECTURES))
+@pytest.mark.parametrize("resolution", [8, 32, 96])
+def test_models_keep_small_inputs_usable(arch, resolution):
+    model = presets.build_model(arch, 7, resolution).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, resolution, resolution))
+    assert logits.shape == (2, 7)
+    _, head = presets.classifier_head(model)
+    assert head.out_features == 7
+
+
+def test_every_preference_has_a_preset():
+    assert set(presets.PRESETS) == {"performance_first", "balance", "accuracy_first"}
+    with pytest.raises(Exception, match="preference"):
+        presets.get_preset("fastest")
+
+
+def test_bad_samples_are_refused_with_the_field_named(digits):
+    samples, images = digits
+    with pytest.raises(Exception, match="samples"):
+        training.train([Sample("x", "cat", "TRAIN"), *samples], images, TrainConfig(classes=CLASSES))
+    with pytest.raises(Exception, match="samples"):
+        training.train([s for s in samples if s.usage == "TRAIN"], images, TrainConfig(classes=CLASSES))
+
+
+def test_the_learning_rate_warms_up_then_decays():
+    rates = [training.learning_rate(step, 100, 1.0, 0.1) for step in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:], strict=False))
+    assert rates[-1] < 0.05
+
