@@ -413,8 +413,12 @@ class SchedulerService:
             trainer = next((t for t in self.store.trainers() if t.id == job.trainer_id), None)
             if trainer is None:  # dropped as lost; the dispatcher failed the job
                 return
+            # Starting is idempotent on the trainer (a known job id attaches), so until the
+            # trainer has reported anything the job may be (re)sent. Once it has, a trainer
+            # that no longer knows the job was restarted: the run is lost, never re-run.
+            attach_only = attach and job.trainer_seq > 0
             try:
-                for update in self.trainers.run(trainer.address, self._spec(job), job.trainer_seq, attach):
+                for update in self.trainers.run(trainer.address, self._spec(job), job.trainer_seq, attach_only):
                     if self._apply(job_id, update):
                         return
             except NotFound:

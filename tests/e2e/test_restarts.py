@@ -1,0 +1,108 @@
+"""Processes killed with SIGKILL and restarted: nothing acknowledged is lost, no job runs twice."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from trainyard.common.v1 import training_pb2 as common
+from trainyard.sample_data import digit_files
+from trainyard.scheduler.v1 import scheduler_pb2
+from trainyard.sdk import Client
+from trainyard.stack.local import LocalStack, StackSettings
+
+pytestmark = pytest.mark.e2e
+
+RUNNING = scheduler_pb2.TRAINING_JOB_STATE_RUNNING
+COMPLETED = scheduler_pb2.TRAINING_JOB_STATE_COMPLETED
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = LocalStack(StackSettings(data_dir=tmp_path_factory.mktemp("stack"), minute_seconds=1.0,
+                                     heartbeat_seconds=0.5, heartbeat_timeout_seconds=4.0))
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def client(stack) -> Client:
+    return Client(stack.address("dataset"), stack.address("scheduler"))
+
+
+@pytest.fixture(scope="module")
+def dataset(client):
+    ds = client.create_dataset("digits-restarts")
+    client.upload_images(ds.id, digit_files(per_class=12))
+    return ds
+
+
+def wait_state(client, job_id, states, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get_job(job_id)
+        if job.state in states:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not reach {states}")
+
+
+def watch_in_background(client, job_id):
+    events, errors = [], []
+
+    def run():
+        try:
+            events.extend(client.watch(job_id))
+        except Exception as exc:  # surfaced by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, events, errors
+
+
+@pytest.mark.parametrize("kill_at", ["queued", "running"])
+def test_scheduler_killed_and_restarted(stack, client, dataset, kill_at):
+    job = client.create_training_job(dataset.id, accept_free_terms=True, max_epochs=6, preference="performance_first")
+    thread, events, errors = watch_in_background(client, job.id)
+    if kill_at == "running":
+        wait_state(client, job.id, {RUNNING})
+    stack.kill("scheduler")
+    time.sleep(0.5)
+    stack.start_service("scheduler")
+    thread.join(timeout=180)
+    assert not thread.is_alive() and not errors, errors
+    sequences = [e.sequence for e in events]
+    assert sequences == list(range(1, len(sequences) + 1)), "the watcher saw a gap or a duplicate"
+    done = client.get_job(job.id)
+    assert done.state == COMPLETED, done.error_message
+    versions = [v for v in client.list_model_versions(dataset.id) if v.job_id == job.id]
+    assert len(versions) == 1
+    loads = [e for e in events if e.WhichOneof("kind") == "log" and "loading dataset version" in e.log.message]
+    assert len(loads) == 1, "the job ran more than once"
+
+
+def test_dataset_service_killed_keeps_everything_acknowledged(stack, client):
+    ds = client.create_dataset("kill-dataset")
+    response = client.upload_images(ds.id, digit_files(per_class=6))
+    version = client.publish_version(ds.id)
+    stack.kill("dataset")
+    stack.start_service("dataset")
+    again = Client(stack.address("dataset"), stack.address("scheduler"))
+    assert again.get_dataset(ds.id).image_count == response.stored_count
+    assert [v.content_hash for v in again.list_versions(ds.id)] == [version.content_hash]
+
+
+def test_trainer_killed_fails_the_job_as_trainer_lost(stack, client, dataset):
+    job = client.create_training_job(dataset.id, accept_free_terms=True, preference="accuracy_first")
+    wait_state(client, job.id, {RUNNING, scheduler_pb2.TRAINING_JOB_STATE_STARTING})
+    stack.kill("trainer")
+    done = wait_state(client, job.id, {scheduler_pb2.TRAINING_JOB_STATE_FAILED}, timeout=60)
+    assert done.stop_reason == common.STOP_REASON_TRAINER_LOST
+    stack.start_service("trainer")
+    # a new job runs on the restarted trainer once it has registered again
+    again = client.create_training_job(dataset.id, accept_free_terms=True, max_epochs=1, preference="performance_first")
+    assert wait_state(client, again.id, {COMPLETED}, timeout=180).model_version
