@@ -153,7 +153,7 @@ def decode_image(data: bytes, resolution: int) -> np.ndarray:
         rgb = ImageOps.exif_transpose(image).convert("RGB")
     if rgb.size != (resolution, resolution):
         rgb = rgb.resize((resolution, resolution), Image.Resampling.BILINEAR)
-    return np.asarray(rgb)
+    return np.array(rgb)
 
 
 def decode_images(
@@ -188,12 +188,12 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def tta_views(x: torch.Tensor, shift: int) -> list[torch.Tensor]:
-    """Test-time augmentation: the batch itself and four copies shifted by ``shift`` pixels."""
-    h, w = x.shape[-2:]
+def tta_views(x: torch.Tensor, resolution: int) -> list[torch.Tensor]:
+    """Test-time augmentation: a square batch and four copies shifted by 1/16 of its side (>= 1 pixel)."""
+    shift = max(1, resolution // 16)
     padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
     offsets = [(shift, shift), (0, shift), (2 * shift, shift), (shift, 0), (shift, 2 * shift)]
-    return [padded[..., dy : dy + h, dx : dx + w] for dy, dx in offsets]
+    return [padded[..., dy : dy + resolution, dx : dx + resolution] for dy, dx in offsets]
 
 
 class InferenceModel(nn.Module):
@@ -203,9 +203,11 @@ class InferenceModel(nn.Module):
     the TorchScript export call the wrapper, so they preprocess identically.
     """
 
-    def __init__(self, net: nn.Module, normalization: Mapping[str, list[float]], tta: bool = False) -> None:
+    def __init__(self, net: nn.Module, normalization: Mapping[str, list[float]], resolution: int,
+                 tta: bool = False) -> None:
         super().__init__()
         self.net = net
+        self.resolution = resolution
         self.register_buffer("mean", torch.tensor(normalization["mean"], dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(normalization["std"], dtype=torch.float32).view(1, 3, 1, 1))
         self.tta = tta
@@ -218,8 +220,8 @@ class InferenceModel(nn.Module):
         x = self.normalize(images.float() / 255)
         if not self.tta:
             return self.net(x).float().softmax(dim=1)
-        shift = max(1, x.shape[-1] // 16)
-        return torch.stack([self.net(v).float().softmax(dim=1) for v in tta_views(x, shift)]).mean(dim=0)
+        views = tta_views(x, self.resolution)
+        return torch.stack([self.net(v).float().softmax(dim=1) for v in views]).mean(dim=0)
 
 
 # --- model initialisation ---------------------------------------------------------------
@@ -571,7 +573,7 @@ def train(
     # -- model
     net = build_model(arch, len(classes), resolution)
     init = _init_weights(net, arch, classes, init_checkpoint)
-    model = InferenceModel(net, _normalization(init, init_checkpoint, train_x))
+    model = InferenceModel(net, _normalization(init, init_checkpoint, train_x), resolution)
     model.to(device)
     if device.type == "cuda":
         net.to(memory_format=torch.channels_last)
@@ -728,7 +730,8 @@ def load_model(checkpoint: dict, device: str | torch.device = "cpu") -> tuple[In
     """The checkpoint's model in eval mode (uint8 RGB NCHW in, probabilities out) and its preprocessing spec."""
     net = build_model(checkpoint["arch"], len(checkpoint["classes"]), int(checkpoint["resolution"]))
     net.load_state_dict(checkpoint["state_dict"])
-    model = InferenceModel(net, checkpoint["normalization"], tta=bool(checkpoint.get("tta", False)))
+    model = InferenceModel(net, checkpoint["normalization"], int(checkpoint["resolution"]),
+                           tta=bool(checkpoint.get("tta", False)))
     return model.to(device).eval(), preprocessing_spec(checkpoint)
 
 

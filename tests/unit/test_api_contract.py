@@ -40,3 +40,26 @@ def test_generated_stubs_match_the_protos(tmp_path):
     assert generated, "nothing was generated"
     stale = [str(p) for p in generated if not filecmp.cmp(tmp_path / p, ROOT / "trainyard" / p.relative_to("trainyard"), shallow=False)]
     assert not stale, f"regenerate with `python scripts/gen_protos.py`: {stale}"
+
+
+def test_no_breaking_change_against_the_committed_baseline():
+    # protos/api-baseline.binpb is the released v1 API; refresh it (buf build -o …) only on purpose.
+    result = buf("breaking", "--against", "protos/api-baseline.binpb")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_buf_breaking_catches_a_removed_field(tmp_path):
+    shutil.copytree(ROOT / "protos", tmp_path / "protos")
+    shutil.copy(ROOT / "buf.yaml", tmp_path / "buf.yaml")
+    proto = tmp_path / "protos" / "trainyard" / "scheduler" / "v1" / "scheduler.proto"
+    proto.write_text(proto.read_text().replace("  string wait_reason = 8;\n", ""))
+    binary = ROOT / "node_modules" / ".bin" / "buf"
+    result = subprocess.run([str(binary), "breaking", "--against", str(ROOT / "protos" / "api-baseline.binpb")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "wait_reason" in result.stdout + result.stderr
+
+
+def test_api_reference_is_current():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_api_docs.py"), "--check"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
