@@ -67,3 +67,7 @@ class Unavailable(TrainyardError):
 
 class Aborted(TrainyardError):
     """A concurrent change won; the caller may retry."""
+
+
+class OutOfRange(TrainyardError):
+    """A position (a sequence number, an offset) lies outside what is kept."""

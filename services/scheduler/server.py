@@ -41,6 +41,7 @@ class SchedulerConfig:
                 minute_seconds=env_float(env, "TRAINYARD_MINUTE_SECONDS", defaults.minute_seconds),
                 stop_grace_seconds=env_float(env, "TRAINYARD_STOP_GRACE_SECONDS", defaults.stop_grace_seconds),
                 heartbeat_timeout_seconds=env_float(env, "TRAINYARD_HEARTBEAT_TIMEOUT_SECONDS", defaults.heartbeat_timeout_seconds),
+                event_retention_seconds=env_float(env, "TRAINYARD_EVENT_RETENTION_DAYS", defaults.event_retention_seconds / 86400) * 86400,
             ),
         )
 

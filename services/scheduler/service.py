@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from trainyard import paging
-from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound, TrainyardError, Unavailable
+from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange, TrainyardError, Unavailable
 from trainyard.services.dataset.rules import parse_train_ratio
 from trainyard.services.scheduler.flavors import Flavor, FlavorCatalog
 from trainyard.services.scheduler.ports import DatasetPort, TrainerPort, TrainerUpdate, TrainingSpec
@@ -37,6 +37,7 @@ class SchedulerSettings:
     stop_grace_seconds: float = 60.0  # after the deadline, how long a trainer may take to stop
     heartbeat_timeout_seconds: float = 30.0
     dispatch_interval_seconds: float = 0.5
+    event_retention_seconds: float = 30 * 86400  # events of jobs ended longer ago are pruned (the final one stays)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class SchedulerService:
         self._runners_lock = threading.Lock()
         self._request_locks: dict[str, threading.Lock] = {}
         self._dispatcher: threading.Thread | None = None
+        self._last_prune = 0.0
 
     # lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -129,14 +131,17 @@ class SchedulerService:
             )
         dataset_id = self.datasets.resolve_dataset(req.dataset_id)
         init_prefix = ""
-        if req.incremental_model_version:
-            parent = self.store.model_version(dataset_id, req.incremental_model_version)
+        incremental = req.incremental_model_version
+        if incremental == "best":
+            incremental = self.best_model_version(dataset_id)
+            if not incremental:
+                raise FailedPrecondition(f"incremental_model_version: dataset {req.dataset_id!r} has no model version yet")
+        if incremental:
+            parent = self.store.model_version(dataset_id, incremental)
             if parent is None:
-                raise NotFound(
-                    f"incremental_model_version: dataset {req.dataset_id!r} has no model version {req.incremental_model_version!r}"
-                )
+                raise NotFound(f"incremental_model_version: dataset {req.dataset_id!r} has no model version {incremental!r}")
             if not parent.get("artifactPrefix"):
-                raise FailedPrecondition(f"model version {req.incremental_model_version} has no saved weights to start from")
+                raise FailedPrecondition(f"model version {incremental} has no saved weights to start from")
             init_prefix = parent["artifactPrefix"]
         # Side effects start here, after every check passed.
         if req.dataset_version:
@@ -152,7 +157,7 @@ class SchedulerService:
             "datasetVersion": version.name,
             "trainRatio": version.train_ratio,
             "seed": req.seed,
-            "incrementalModelVersion": req.incremental_model_version,
+            "incrementalModelVersion": incremental,
             "maxDurationMinutes": minutes,
             "preference": preference,
             "flavorId": flavor.id,
@@ -204,9 +209,14 @@ class SchedulerService:
 
     def watch(self, job_id: str, after_sequence: int, is_active: Callable[[], bool] = lambda: True) -> Iterator[Event]:
         """The job's events after `after_sequence`: stored ones, then live ones, until the final event."""
-        self.get_job(job_id)
+        job = self.get_job(job_id)
         if after_sequence < 0:
             raise InvalidArgument.field("after_sequence", "must not be negative")
+        if after_sequence < job.first_sequence - 1:
+            raise OutOfRange(
+                f"events 1 to {job.first_sequence - 1} of job {job_id} were pruned after it ended; "
+                f"watch from after_sequence {job.first_sequence - 1} or later"
+            )
         sequence = after_sequence
         while is_active() and not self._stopping.is_set():
             events = self.store.events_after(job_id, sequence)
@@ -241,6 +251,12 @@ class SchedulerService:
         offset, limit = paging.page(page_size, page_token)
         versions = self.store.model_versions(resolved, offset, limit)
         return versions, paging.next_token(offset, limit, len(versions))
+
+    def best_model_version(self, dataset_id: str) -> str:
+        """The version with the highest macro precision (S4's usual starting point); "" when none."""
+        versions = self.store.model_versions(self.datasets.resolve_dataset(dataset_id))
+        best = max(versions, key=lambda v: (v.get("evaluation", {}).get("macro", {}).get("precision", 0.0), v["version"]), default=None)
+        return best["version"] if best else ""
 
     def model_version(self, dataset_id: str, version: str) -> dict[str, Any]:
         resolved = self.datasets.resolve_dataset(dataset_id)
@@ -301,10 +317,20 @@ class SchedulerService:
                 self._drop_lost_trainers()
                 self._enforce_deadlines()
                 self._dispatch_once()
+                self._prune_events()
             except Exception:  # the loop must survive anything; log and go on
                 log.exception("dispatcher.error")
             with self._changed:
                 self._changed.wait(timeout=self.settings.dispatch_interval_seconds)
+
+    def _prune_events(self) -> None:
+        now = self.clock()
+        if now - self._last_prune < 3600:
+            return
+        self._last_prune = now
+        pruned = self.store.prune_events(now - self.settings.event_retention_seconds)
+        if pruned:
+            log.info("events.pruned", count=pruned)
 
     def _drop_lost_trainers(self) -> None:
         now = self.clock()

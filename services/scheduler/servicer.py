@@ -51,7 +51,8 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
 
     def ListModelVersions(self, request, context):
         versions, token = self.service.model_versions(request.dataset_id, request.page_size, request.page_token)
-        return api.ListModelVersionsResponse(model_versions=[mapping.model_version(v) for v in versions], next_page_token=token)
+        return api.ListModelVersionsResponse(model_versions=[mapping.model_version(v) for v in versions], next_page_token=token,
+                                             best_version=self.service.best_model_version(request.dataset_id))
 
     def GetModelVersion(self, request, context):
         body = self.service.model_version(request.dataset_id, request.version)

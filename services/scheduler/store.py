@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     latest_progress TEXT NOT NULL DEFAULT '',
     last_sequence   INTEGER NOT NULL DEFAULT 0,
     billed_seconds  REAL NOT NULL DEFAULT 0,
-    cost            REAL NOT NULL DEFAULT 0
+    cost            REAL NOT NULL DEFAULT 0,
+    first_sequence  INTEGER NOT NULL DEFAULT 1
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request ON jobs(tenant, request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, flavor_id, seq);
@@ -102,6 +103,7 @@ class Job:
     last_sequence: int
     billed_seconds: float
     cost: float
+    first_sequence: int  # the oldest event still kept (older ones were pruned)
 
     @property
     def final(self) -> bool:
@@ -197,6 +199,19 @@ class SchedulerStore:
             "SELECT * FROM events WHERE job_id = ? AND sequence > ? ORDER BY sequence LIMIT ?", (job_id, after, limit)
         )
         return [Event(r["job_id"], r["sequence"], r["time"], bool(r["final"]), json.loads(r["payload"])) for r in rows]
+
+    def prune_events(self, ended_before: float) -> int:
+        """Drop the events of jobs that ended before the cutoff, all but the final one."""
+        pruned = 0
+        with self.db.transaction() as tx:
+            jobs = tx.execute(
+                "SELECT id, last_sequence FROM jobs WHERE end_time IS NOT NULL AND end_time < ? AND first_sequence < last_sequence",
+                (ended_before,),
+            ).fetchall()
+            for job in jobs:
+                pruned += tx.execute("DELETE FROM events WHERE job_id = ? AND sequence < ?", (job["id"], job["last_sequence"])).rowcount
+                tx.execute("UPDATE jobs SET first_sequence = last_sequence WHERE id = ?", (job["id"],))
+        return pruned
 
     # model versions --------------------------------------------------------------
     def insert_model_version(self, tx: sqlite3.Connection, dataset_id: str, job_id: str, now: float, body: dict[str, Any]) -> str:

@@ -258,3 +258,36 @@ def test_pay_per_use_jobs_are_billed_and_free_jobs_cost_nothing(tmp_path):
     assert service.usage(0, 1) == []  # a period before any job ended
     with pytest.raises(InvalidArgument):
         service.usage(10, 5)
+
+
+def test_pruned_events_give_a_clear_out_of_range_error(tmp_path):
+    from trainyard.errors import OutOfRange
+
+    service, _, _ = make(tmp_path)
+    add_trainer(service)
+    job = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+    done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
+    assert service.store.prune_events(ended_before=done.end_time + 1) == done.last_sequence - 1
+    with pytest.raises(OutOfRange) as exc:
+        next(service.watch(job.id, 0))
+    assert f"after_sequence {done.last_sequence - 1}" in exc.value.message
+    (final,) = list(service.watch(job.id, done.last_sequence - 1))
+    assert final.final
+
+
+def test_best_version_by_macro_precision_and_incremental_best(tmp_path):
+    service, _, trainer = make(tmp_path)
+    with pytest.raises(FailedPrecondition):
+        service.create_job(JobRequest(dataset_id="ds-1", incremental_model_version="best", **FREE))
+    add_trainer(service)
+    for _ in range(2):
+        job = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+        wait_for(lambda: service.get_job(job.id).final)  # noqa: B023
+    with service.store.transaction() as tx:  # make V001 the more precise one
+        body = service.store.model_version("ds-1", "V001")
+        body["evaluation"] = {"macro": {"precision": 0.99}}
+        tx.execute("UPDATE model_versions SET body = ? WHERE version = 'V001'", (__import__("json").dumps(body),))
+    assert service.best_model_version("ds-1") == "V001"
+    job = service.create_job(JobRequest(dataset_id="ds-1", incremental_model_version="best", **FREE))
+    assert job.params["incrementalModelVersion"] == "V001"
+    assert job.params["initArtifactPrefix"] == body["artifactPrefix"]

@@ -123,12 +123,14 @@ class ListModelVersionsRequest(_message.Message):
     def __init__(self, dataset_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListModelVersionsResponse(_message.Message):
-    __slots__ = ("model_versions", "next_page_token")
+    __slots__ = ("model_versions", "next_page_token", "best_version")
     MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    BEST_VERSION_FIELD_NUMBER: _ClassVar[int]
     model_versions: _containers.RepeatedCompositeFieldContainer[_scheduler_pb2.ModelVersion]
     next_page_token: str
-    def __init__(self, model_versions: _Optional[_Iterable[_Union[_scheduler_pb2.ModelVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    best_version: str
+    def __init__(self, model_versions: _Optional[_Iterable[_Union[_scheduler_pb2.ModelVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., best_version: _Optional[str] = ...) -> None: ...
 
 class GetModelVersionRequest(_message.Message):
     __slots__ = ("dataset_id", "version")

@@ -134,7 +134,8 @@ class SchedulerServiceServicer:
     def WatchTrainingJob(self, request, context):
         """Streams a job's events after after_sequence: first the stored ones, then live ones,
         ending after the final event. Watchers never affect the job (S8).
-        NOT_FOUND if the job does not exist.
+        NOT_FOUND if the job does not exist; OUT_OF_RANGE if after_sequence is older than the
+        events kept (those of jobs ended long ago are pruned, the final event stays).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
