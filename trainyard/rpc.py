@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 import structlog
 
-from trainyard import errors
+from trainyard import errors, metrics
 
 log = structlog.get_logger("trainyard.rpc")
 
@@ -161,7 +161,9 @@ def _access_log(method: str, code: str, started: float, context: grpc.ServicerCo
     set_code = context.code() if hasattr(context, "code") else None
     if set_code is not None and code == "OK":
         code = set_code.name
-    log.info("rpc", method=method, code=code, latency_ms=round((time.perf_counter() - started) * 1000, 2))
+    seconds = time.perf_counter() - started
+    metrics.record_rpc(method, code, seconds)
+    log.info("rpc", method=method, code=code, latency_ms=round(seconds * 1000, 2))
 
 
 class RequestIdInterceptor(grpc.ServerInterceptor):
@@ -195,7 +197,7 @@ def create_server(
     register: Callable[[grpc.Server], None],
     service_names: Iterable[str],
     *,
-    max_workers: int = 32,
+    max_workers: int = 64,
 ) -> RunningServer:
     """Build, bind and start a server with health checking and reflection.
 

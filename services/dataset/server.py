@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainyard import log as logs
+from trainyard import metrics
 from trainyard.config import S3Config, env_float, env_int, env_str
 from trainyard.dataset.v1 import dataset_service_pb2, dataset_service_pb2_grpc
 from trainyard.objectstore import ObjectStore
@@ -27,6 +28,7 @@ class DatasetConfig:
     s3: S3Config
     limits: Limits
     deleted_retention_hours: float = 168.0  # longer than any job may run (6000 minutes)
+    metrics_listen: str = ""  # /metrics address; empty: off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DatasetConfig:
@@ -40,6 +42,7 @@ class DatasetConfig:
                 max_image_pixels=env_int(env, "TRAINYARD_MAX_IMAGE_PIXELS", Limits.max_image_pixels),
             ),
             deleted_retention_hours=env_float(env, "TRAINYARD_DELETED_RETENTION_HOURS", 168.0),
+            metrics_listen=env_str(env, "TRAINYARD_DATASET_METRICS_LISTEN", ""),
         )
 
 
@@ -69,6 +72,7 @@ def main() -> None:
     logs.configure("dataset")
     config = DatasetConfig.from_env()
     running, service = build(config)
+    metrics.serve(config.metrics_listen)
     logs.get_logger(__name__).info("dataset.listening", port=running.port, listen=config.listen)
     stop = threading.Event()
     threading.Thread(target=purge_forever, args=(service, config.deleted_retention_hours, stop), daemon=True).start()

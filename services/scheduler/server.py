@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainyard import log as logs
-from trainyard.config import env_float, env_str
+from trainyard import metrics
+from trainyard.config import env_float, env_int, env_str
 from trainyard.rpc import RunningServer, create_server, serve_until_signal
 from trainyard.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
 from trainyard.services.scheduler.clients import DatasetClient, TrainerClient
@@ -27,6 +28,8 @@ class SchedulerConfig:
     dataset_address: str
     flavors_file: Path
     settings: SchedulerSettings
+    metrics_listen: str = ""  # /metrics address; empty: off
+    max_concurrent_rpcs: int = 2048  # each watcher holds one thread while it streams
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SchedulerConfig:
@@ -37,6 +40,8 @@ class SchedulerConfig:
             data_dir=Path(env_str(env, "TRAINYARD_DATA_DIR", ".trainyard")) / "scheduler",
             dataset_address=env_str(env, "TRAINYARD_DATASET_ADDRESS", "127.0.0.1:50051"),
             flavors_file=Path(env_str(env, "TRAINYARD_FLAVORS_FILE", str(DEFAULT_FLAVORS_FILE))),
+            metrics_listen=env_str(env, "TRAINYARD_SCHEDULER_METRICS_LISTEN", ""),
+            max_concurrent_rpcs=env_int(env, "TRAINYARD_SCHEDULER_MAX_RPCS", 2048),
             settings=SchedulerSettings(
                 minute_seconds=env_float(env, "TRAINYARD_MINUTE_SECONDS", defaults.minute_seconds),
                 stop_grace_seconds=env_float(env, "TRAINYARD_STOP_GRACE_SECONDS", defaults.stop_grace_seconds),
@@ -58,6 +63,7 @@ def build(config: SchedulerConfig) -> tuple[RunningServer, SchedulerService]:
         config.listen,
         lambda server: scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerServicer(service), server),
         [SERVICE_NAME],
+        max_workers=config.max_concurrent_rpcs,
     )
     service.start()
     return running, service
@@ -67,6 +73,7 @@ def main() -> None:
     logs.configure("scheduler")
     config = SchedulerConfig.from_env()
     running, service = build(config)
+    metrics.serve(config.metrics_listen, metrics.SchedulerCollector(service))
     logs.get_logger(__name__).info("scheduler.listening", port=running.port, listen=config.listen)
     serve_until_signal(running, on_stop=service.stop)
 

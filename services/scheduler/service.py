@@ -19,6 +19,7 @@ import structlog
 from trainyard import paging
 from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange, TrainyardError, Unavailable
 from trainyard.services.dataset.rules import parse_train_ratio
+from trainyard.services.scheduler.events import EventFeed
 from trainyard.services.scheduler.flavors import Flavor, FlavorCatalog
 from trainyard.services.scheduler.ports import DatasetPort, TrainerPort, TrainerUpdate, TrainingSpec
 from trainyard.services.scheduler.store import ACTIVE_STATES, FINAL_STATES, Event, Job, SchedulerStore, Trainer
@@ -72,6 +73,8 @@ class SchedulerService:
         self.trainers = trainers
         self.settings = settings
         self.clock = clock
+        self.feed = EventFeed(store)
+        store.on_events = self.feed.published
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._runners: dict[str, threading.Thread] = {}
@@ -92,6 +95,7 @@ class SchedulerService:
     def stop(self) -> None:
         self._stopping.set()
         self._wake()
+        self.feed.wake()
 
     def _wake(self) -> None:
         with self._changed:
@@ -217,17 +221,10 @@ class SchedulerService:
                 f"events 1 to {job.first_sequence - 1} of job {job_id} were pruned after it ended; "
                 f"watch from after_sequence {job.first_sequence - 1} or later"
             )
-        sequence = after_sequence
-        while is_active() and not self._stopping.is_set():
-            events = self.store.events_after(job_id, sequence)
-            for event in events:
-                yield event
-                sequence = event.sequence
-                if event.final:
-                    return
-            if not events:
-                with self._changed:
-                    self._changed.wait(timeout=1.0)
+        for event in self.feed.follow(job_id, after_sequence, lambda: is_active() and not self._stopping.is_set()):
+            yield event
+            if event.final:
+                return
         if self._stopping.is_set():
             raise Unavailable("the scheduler is shutting down; watch again from the last sequence")
 

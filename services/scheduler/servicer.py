@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 from trainyard.common.v1 import training_pb2 as common
 from trainyard.errors import InvalidArgument
 from trainyard.scheduler.v1 import scheduler_pb2
@@ -18,6 +21,7 @@ MAX_PREDICT_IMAGES = 64
 class SchedulerServicer(api_grpc.SchedulerServiceServicer):
     def __init__(self, service: SchedulerService) -> None:
         self.service = service
+        self._responses = _ResponseCache()
 
     def CreateTrainingJob(self, request, context):
         preference = ""
@@ -44,7 +48,8 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
 
     def WatchTrainingJob(self, request, context):
         for event in self.service.watch(request.job_id, request.after_sequence, context.is_active):
-            yield api.WatchTrainingJobResponse(event=mapping.event(event))
+            yield self._responses.get(event)
+
 
     def ListFlavors(self, request, context):
         return api.ListFlavorsResponse(flavors=[mapping.flavor(*f) for f in self.service.flavors()])
@@ -83,3 +88,24 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
             request.trainer_id, request.address, list(request.flavor_ids), request.slots, request.device
         )
         return api.RegisterTrainerResponse(heartbeat_timeout_seconds=int(timeout))
+
+
+class _ResponseCache:
+    """Events are immutable: map each to its response once, however many watchers send it."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, int], api.WatchTrainingJobResponse] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, event) -> api.WatchTrainingJobResponse:
+        key = (event.job_id, event.sequence)
+        with self._lock:
+            response = self._items.get(key)
+        if response is None:
+            response = api.WatchTrainingJobResponse(event=mapping.event(event))
+            with self._lock:
+                self._items[key] = response
+                if len(self._items) > self._size:
+                    self._items.popitem(last=False)
+        return response

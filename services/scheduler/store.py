@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,9 +138,17 @@ class Trainer:
 class SchedulerStore:
     def __init__(self, path: Path) -> None:
         self.db = Database(path, SCHEMA)
+        self._touched: set[str] = set()
+        self.on_events: Callable[[set[str]], None] = lambda job_ids: None
 
-    def transaction(self):
-        return self.db.transaction()
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A transaction; after it commits, `on_events` learns which jobs got events."""
+        with self.db.transaction() as tx:
+            self._touched = touched = set()  # transactions are serialised: one at a time
+            yield tx
+        if touched:
+            self.on_events(touched)
 
     # jobs ------------------------------------------------------------------------
     def insert_job(self, tx: sqlite3.Connection, job: dict[str, Any]) -> None:
@@ -160,6 +170,7 @@ class SchedulerStore:
             (job_id, sequence, now, int(final), json.dumps(payload)),
         )
         tx.execute("UPDATE jobs SET last_sequence = ? WHERE id = ?", (sequence, job_id))
+        self._touched.add(job_id)
         return sequence
 
     def get_job(self, job_id: str, tx: sqlite3.Connection | None = None) -> Job | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import grpc
 
 from trainyard import log as logs
+from trainyard import metrics
 from trainyard.config import S3Config, env_float, env_int, env_str
 from trainyard.objectstore import ObjectStore
 from trainyard.rpc import RunningServer, channel, create_server, serve_until_signal
@@ -35,6 +36,7 @@ class TrainerConfig:
     device: str | None
     heartbeat_seconds: float
     s3: S3Config
+    metrics_listen: str = ""  # /metrics address; empty: off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TrainerConfig:
@@ -50,6 +52,7 @@ class TrainerConfig:
             device=env.get("TRAINYARD_TRAINER_DEVICE") or None,
             heartbeat_seconds=env_float(env, "TRAINYARD_HEARTBEAT_SECONDS", 5.0),
             s3=S3Config.from_env(env),
+            metrics_listen=env_str(env, "TRAINYARD_TRAINER_METRICS_LISTEN", ""),
         )
 
 
@@ -90,6 +93,7 @@ def main() -> None:
     logs.configure("trainer")
     config = TrainerConfig.from_env()
     running, runtime = build(config)
+    metrics.serve(config.metrics_listen, metrics.TrainerCollector(runtime))
     log.info("trainer.listening", port=running.port, listen=config.listen, device=runtime.device_description)
     stop = threading.Event()
     if config.scheduler_address:

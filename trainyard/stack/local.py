@@ -91,11 +91,11 @@ class LocalStack:
         return f"127.0.0.1:{self.ports[service]}"
 
     # lifecycle -------------------------------------------------------------------
-    def start(self, timeout: float = 90) -> None:
+    def start(self, timeout: float = 90, services: tuple[str, ...] = SERVICES) -> None:
         endpoint = self.s3.start()
         self.s3_config = S3Config(endpoint.address, endpoint.credentials.access_key,
                                   endpoint.credentials.secret_key, endpoint.bucket)
-        for name in SERVICES:
+        for name in services:
             self.start_service(name, timeout)
         self._write_stack_file()
 
