@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -56,6 +57,21 @@ class VersionDiff:
 
 
 MAX_LABEL_ASSIGNMENTS = 10_000
+UPLOAD_WORKERS = 3  # files of one upload stream validated and written at once
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A validated file whose object is in the store; its row is not committed yet."""
+
+    image_id: str
+    row: ImageRow
+
+
+def _done(outcome: UploadOutcome) -> Future[UploadOutcome]:
+    future: Future[UploadOutcome] = Future()
+    future.set_result(outcome)
+    return future
 
 
 @dataclass(frozen=True)
@@ -148,14 +164,31 @@ class DatasetService:
 
         `parts` is the stream as it arrives: a FileHeader, then that file's chunks,
         then the next header. Bytes before the first header are a malformed stream.
+        While the next file arrives, earlier ones are validated and written to the
+        object store by a few workers; their rows commit together when the stream
+        ends, so a stream cut off midway acknowledges nothing and leaves no row.
         """
         dataset = self.get_dataset(dataset_id)
-        outcomes: list[UploadOutcome] = []
-        for header, chunks in _files(parts):
-            outcomes.append(self._store_file(dataset.id, header, chunks))
-        return outcomes
+        in_flight = threading.BoundedSemaphore(UPLOAD_WORKERS * 2)  # bounds the bytes held in memory
+        pending: list[Future[_Prepared | UploadOutcome]] = []
+        with ThreadPoolExecutor(UPLOAD_WORKERS, thread_name_prefix="upload") as pool:
+            try:
+                for header, chunks in _files(parts):
+                    received = self._receive(header, chunks)
+                    if isinstance(received, UploadOutcome):
+                        pending.append(_done(received))
+                        continue
+                    label, data = received
+                    in_flight.acquire()
+                    future = pool.submit(self._prepare, dataset.id, header.file_name, label, data)
+                    future.add_done_callback(lambda _: in_flight.release())
+                    pending.append(future)
+            finally:
+                prepared = [f.result() for f in pending]
+        return self._commit(dataset.id, prepared)
 
-    def _store_file(self, dataset_id: str, header: FileHeader, chunks: Iterator[bytes]) -> UploadOutcome:
+    def _receive(self, header: FileHeader, chunks: Iterator[bytes]) -> tuple[str, bytes] | UploadOutcome:
+        """A file's (label, bytes), or its rejection for size, completeness or label."""
         buffer = bytearray()
         too_big = False
         for chunk in chunks:  # always drain the file's chunks, even once it is rejected
@@ -165,34 +198,38 @@ class DatasetService:
                 if too_big:
                     buffer = bytearray()
         name = header.file_name
-        if header.size_bytes and not too_big and len(buffer) != header.size_bytes:
-            return UploadOutcome(name, "rejected", reason=f"incomplete: {len(buffer)} of {header.size_bytes} bytes arrived")
         if too_big:
             return UploadOutcome(name, "rejected", reason=f"file is larger than the limit of {self.limits.max_image_bytes} bytes")
+        if header.size_bytes and len(buffer) != header.size_bytes:
+            return UploadOutcome(name, "rejected", reason=f"incomplete: {len(buffer)} of {header.size_bytes} bytes arrived")
         try:
             label = rules.validate_label(header.label) if header.label else ""
         except InvalidArgument as exc:
             return UploadOutcome(name, "rejected", reason=f"bad label: {exc.message}")
-        return self._store_image(dataset_id, name, label, bytes(buffer))
+        return label, bytes(buffer)
 
-    def _store_image(self, dataset_id: str, name: str, label: str, data: bytes) -> UploadOutcome:
-        """Validate by decoding, then store under the SHA-256 (object first, row second)."""
+    def _prepare(self, dataset_id: str, name: str, label: str, data: bytes) -> _Prepared | UploadOutcome:
+        """Validate by decoding and write the object (unless stored already); no row yet."""
         try:
             info = images.inspect_image(data, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels)
         except images.InvalidImage as exc:
             return UploadOutcome(name, "rejected", reason=exc.reason)
         image_id = hashlib.sha256(data).hexdigest()
-        now = self.clock()
-        existing = self.store.get_image(dataset_id, image_id)
-        if existing is None:
-            # Object first, row second: a crash in between leaves no row pointing at nothing.
+        if self.store.get_image(dataset_id, image_id) is None:
             self.objects.put_bytes(image_key(dataset_id, image_id), data, content_type=_CONTENT_TYPES[info.format])
-            row = ImageRow(image_id, name, label, info.format, info.width, info.height, len(data), now)
-            if self.store.insert_image(dataset_id, row, now):
-                return UploadOutcome(name, "stored", image_id)
-        if label:
-            self.store.set_label(dataset_id, image_id, label, now)
-        return UploadOutcome(name, "duplicate", image_id)
+        return _Prepared(image_id, ImageRow(image_id, name, label, info.format, info.width, info.height, len(data), 0.0))
+
+    def _commit(self, dataset_id: str, prepared: list[_Prepared | UploadOutcome]) -> list[UploadOutcome]:
+        """Insert the rows of the stored files in one transaction; the rest are duplicates."""
+        rows = [p.row for p in prepared if isinstance(p, _Prepared)]
+        inserted = iter(self.store.insert_images(dataset_id, rows, self.clock()))
+        outcomes = []
+        for p in prepared:
+            if isinstance(p, UploadOutcome):
+                outcomes.append(p)
+            else:
+                outcomes.append(UploadOutcome(p.row.file_name, "stored" if next(inserted) else "duplicate", p.image_id))
+        return outcomes
 
     def list_images(self, dataset_id: str, label: str, unlabeled_only: bool, page_size: int, page_token: str):
         dataset = self.get_dataset(dataset_id)
@@ -208,7 +245,7 @@ class DatasetService:
         if not manifest_key:
             raise InvalidArgument.field("manifest_key", "is required")
         entries = manifest.parse_manifest(self.objects.get_bytes(manifest_key))
-        outcomes = []
+        outcomes: list[_Prepared | UploadOutcome] = []
         for entry in entries:
             source = f"s3://{entry.bucket}/{entry.object_key}"
             if entry.bucket != self.objects.bucket:
@@ -220,8 +257,8 @@ class DatasetService:
             except (InvalidArgument, NotFound) as exc:
                 outcomes.append(UploadOutcome(source, "rejected", reason=exc.message))
                 continue
-            outcomes.append(self._store_image(dataset.id, source, label, data))
-        return outcomes
+            outcomes.append(self._prepare(dataset.id, source, label, data))
+        return self._commit(dataset.id, outcomes)
 
     # labels ----------------------------------------------------------------------
     def set_labels(self, dataset_id: str, assignments: list[tuple[str, str]]) -> int:

@@ -158,26 +158,27 @@ class DatasetStore:
         row = self.db.query_one("SELECT * FROM images WHERE dataset_id = ? AND image_id = ?", (dataset_id, image_id))
         return _image(row) if row else None
 
-    def insert_image(self, dataset_id: str, image: ImageRow, now: float) -> bool:
-        """Insert a new image; False when the same bytes are stored already."""
-        try:
-            with self.db.transaction() as tx:
-                tx.execute(
-                    "INSERT INTO images (dataset_id, image_id, file_name, label, format, width, height,"
+    def insert_images(self, dataset_id: str, images: list[ImageRow], now: float) -> list[bool]:
+        """Insert new images in one transaction; False for each whose bytes are stored already.
+
+        An image already stored gets the label it was uploaded with, if any.
+        """
+        inserted = []
+        with self.db.transaction() as tx:
+            for image in images:
+                cursor = tx.execute(
+                    "INSERT OR IGNORE INTO images (dataset_id, image_id, file_name, label, format, width, height,"
                     " size_bytes, create_time, label_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (dataset_id, image.image_id, image.file_name, image.label, image.format, image.width,
                      image.height, image.size_bytes, now, now),
                 )
-        except sqlite3.IntegrityError:
-            return False
-        return True
-
-    def set_label(self, dataset_id: str, image_id: str, label: str, now: float) -> None:
-        with self.db.transaction() as tx:
-            tx.execute(
-                "UPDATE images SET label = ?, label_time = ? WHERE dataset_id = ? AND image_id = ? AND label != ?",
-                (label, now, dataset_id, image_id, label),
-            )
+                inserted.append(cursor.rowcount == 1)
+                if cursor.rowcount == 0 and image.label:
+                    tx.execute(
+                        "UPDATE images SET label = ?, label_time = ? WHERE dataset_id = ? AND image_id = ? AND label != ?",
+                        (image.label, now, dataset_id, image.image_id, image.label),
+                    )
+        return inserted
 
     def set_labels(self, dataset_id: str, assignments: list[tuple[str, str]], now: float) -> int:
         """Apply (image_id, label) pairs in one transaction; the number of labels changed."""

@@ -115,10 +115,11 @@ def _mobilenet_v3_small(num_classes: int, resolution: int) -> nn.Module:
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = 0.1
     if resolution <= SMALL_INPUT:
-        # Same 3x3 kernel without the stride: the weights keep their shape.
-        stem = model.features[0][0]
-        assert isinstance(stem, nn.Conv2d)
-        stem.stride = (1, 1)
+        # Like the CIFAR stem of the ResNets: drop the first two stride-2 steps (the stem and the
+        # first block's depthwise conv). Same kernels, so pretrained weights keep their shapes.
+        for conv in (model.features[0][0], model.features[1].block[0][0]):
+            assert isinstance(conv, nn.Conv2d)
+            conv.stride = (1, 1)
     return model
 
 

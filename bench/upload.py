@@ -1,0 +1,126 @@
+"""Upload benchmark: images through the dataset service's gRPC upload vs straight to S3.
+
+Both paths run against the same local S3 server, from the same machine, with
+the same number of concurrent streams; the direct path is the baseline (what
+the object store alone can take). The gRPC path also decodes every image
+(validation), hashes it and records it in SQLite.
+
+    python bench/upload.py [--streams 4]
+
+Writes bench/results/upload.json. Target: ratio >= 0.7 for photo-sized images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from trainyard.objectstore import ObjectStore
+from trainyard.sample_data import digits as sample_digits
+from trainyard.sample_data import png_bytes
+from trainyard.sdk import Client
+from trainyard.stack.local import LocalStack, StackSettings
+
+RESULTS = Path(__file__).resolve().parent / "results" / "upload.json"
+
+
+def photos(count: int, seed: int = 0) -> list[tuple[str, str, bytes]]:
+    """Photo-sized (1024×768) JPEGs with smooth content and sensor-like noise (~150-300 kB each)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:768, 0:1024].astype(np.float32)
+    files = []
+    for i in range(count):
+        base = np.stack([
+            127 + 100 * np.sin(x / rng.uniform(40, 200) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(40, 200)),
+            127 + 100 * np.sin((x + y) / rng.uniform(50, 300)),
+            127 + 100 * np.cos(x / rng.uniform(30, 150) - y / rng.uniform(30, 150)),
+        ], axis=-1)
+        noisy = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(noisy).save(buffer, format="JPEG", quality=90)
+        files.append((f"photo-{i:04d}.jpg", f"class-{i % 4}", buffer.getvalue()))
+    return files
+
+
+def digit_sized(count: int) -> list[tuple[str, str, bytes]]:
+    """`count` distinct 8×8 PNGs: the 1,797 digits, then shifted copies of them."""
+    images, labels = sample_digits()
+    files = []
+    for i in range(count):
+        pixels = np.roll(images[i % len(images)], i // len(images), axis=1)
+        files.append((f"digit-{i:04d}.png", str(labels[i % len(images)]), png_bytes(pixels)))
+    return files
+
+
+def split(files, parts):
+    return [files[i::parts] for i in range(parts)]
+
+
+def via_grpc(client: Client, dataset: str, files, streams: int) -> float:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(streams) as pool:
+        responses = list(pool.map(lambda part: client.upload_images(dataset, part), split(files, streams)))
+    elapsed = time.perf_counter() - started
+    stored = sum(r.stored_count for r in responses)
+    assert stored == len(files), f"only {stored} of {len(files)} stored"
+    return elapsed
+
+
+def direct(objects: ObjectStore, prefix: str, files, streams: int) -> float:
+    def put(part):
+        for name, _, data in part:
+            objects.put_bytes(f"{prefix}/{hashlib.sha256(data).hexdigest()}", data, content_type="image/jpeg")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(streams) as pool:
+        list(pool.map(put, split(files, streams)))
+    return time.perf_counter() - started
+
+
+def figures(files, grpc_seconds: float, direct_seconds: float) -> dict:
+    mb = sum(len(d) for _, _, d in files) / 1e6
+    return {
+        "images": len(files), "megabytes": round(mb, 2),
+        "grpc": {"seconds": grpc_seconds, "images_per_s": len(files) / grpc_seconds, "mb_per_s": mb / grpc_seconds},
+        "direct_s3": {"seconds": direct_seconds, "images_per_s": len(files) / direct_seconds, "mb_per_s": mb / direct_seconds},
+        "ratio": direct_seconds / grpc_seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=4)
+    args = parser.parse_args()
+    digits = digit_sized(2000)
+    photo_files = photos(200)
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = LocalStack(StackSettings(data_dir=Path(tmp), extra_env={"TRAINYARD_LOG_LEVEL": "warning"}))
+        stack.start(services=("dataset",))
+        try:
+            client = Client(stack.address("dataset"), stack.address("dataset"))
+            objects = ObjectStore(stack.s3_config.endpoint, stack.s3_config.access_key, stack.s3_config.secret_key,
+                                  stack.s3_config.bucket)
+            results = {"streams": args.streams}
+            for name, files in (("digits", digits), ("photos", photo_files)):
+                direct_seconds = direct(objects, f"bench-direct/{name}", files, args.streams)
+                grpc_seconds = via_grpc(client, client.create_dataset(f"bench-{name}").id, files, args.streams)
+                results[name] = figures(files, grpc_seconds, direct_seconds)
+            results["target_photo_ratio_ge_0_7"] = results["photos"]["ratio"] >= 0.7
+        finally:
+            stack.stop()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

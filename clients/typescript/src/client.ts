@@ -1,0 +1,184 @@
+/**
+ * TrainyardClient: the common steps of a training run in a few typed calls.
+ * Everything else is one call away on `datasets` and `scheduler`, the typed
+ * Connect clients of the two public services.
+ */
+import { randomUUID } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { type Client, Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+
+import type { Dataset } from "./gen/trainyard/dataset/v1/dataset_pb.js";
+import { DatasetService, type UploadImagesResponse } from "./gen/trainyard/dataset/v1/dataset_service_pb.js";
+import type { ModelVersion, TrainingJob, TrainingJobEvent } from "./gen/trainyard/scheduler/v1/scheduler_pb.js";
+import {
+  type CreateTrainingJobRequestSchema,
+  SchedulerService,
+} from "./gen/trainyard/scheduler/v1/scheduler_service_pb.js";
+import { type ImageFile, imagesInFolder, uploadRequests } from "./upload.js";
+import { type WatchOptions, watchTrainingJob } from "./watch.js";
+
+/** How to reach the services. */
+export interface ConnectOptions {
+  /** host:port (or an http(s):// URL) of the dataset service; see defaultAddresses. */
+  readonly datasetAddress?: string;
+  /** host:port (or an http(s):// URL) of the scheduler; see defaultAddresses. */
+  readonly schedulerAddress?: string;
+  /** Deadline of each unary call in ms (default 60 000); uploads and job creation get more. */
+  readonly timeoutMs?: number;
+  /** Connect interceptors for every call (authentication headers, logging). */
+  readonly interceptors?: Interceptor[];
+}
+
+/**
+ * Settings of a training job; unset ones take the source document's defaults
+ * (ratio "0.8", 60 minutes, BALANCE, the free flavor). `requestId` defaults to a
+ * new UUID: pass your own to make a retried creation return the same job.
+ */
+export type TrainingJobOptions = Omit<MessageInitShape<typeof CreateTrainingJobRequestSchema>, "$typeName" | "datasetId">;
+
+/** Options of uploadFolder. */
+export interface UploadFolderOptions {
+  /** Files per UploadImages stream (default 500). */
+  readonly batch?: number;
+  /** Called after each stream with its response and the files done so far. */
+  readonly onBatch?: (response: UploadImagesResponse, done: number, total: number) => void;
+}
+
+/**
+ * (dataset, scheduler) addresses, like the Python SDK's: TRAINYARD_DATASET_ADDRESS
+ * and TRAINYARD_SCHEDULER_ADDRESS, else those of a local stack started in
+ * TRAINYARD_DATA_DIR (default .trainyard, its stack.json), else 127.0.0.1:50051 and :50052.
+ */
+export function defaultAddresses(env: NodeJS.ProcessEnv = process.env): { dataset: string; scheduler: string } {
+  let dataset = env.TRAINYARD_DATASET_ADDRESS;
+  let scheduler = env.TRAINYARD_SCHEDULER_ADDRESS;
+  const stackFile = path.join(env.TRAINYARD_DATA_DIR ?? ".trainyard", "stack.json");
+  if ((!dataset || !scheduler) && existsSync(stackFile)) {
+    const stack = JSON.parse(readFileSync(stackFile, "utf8")) as { dataset?: string; scheduler?: string };
+    dataset ||= stack.dataset;
+    scheduler ||= stack.scheduler;
+  }
+  return { dataset: dataset || "127.0.0.1:50051", scheduler: scheduler || "127.0.0.1:50052" };
+}
+
+/** A gRPC (HTTP/2) transport to host:port, plain text; a URL is used as it is. */
+export function grpcTransport(address: string, interceptors: Interceptor[] = []): Transport {
+  const baseUrl = /^https?:\/\//.test(address) ? address : `http://${address}`;
+  return createGrpcTransport({ baseUrl, interceptors });
+}
+
+export class TrainyardClient {
+  /** The typed DatasetService client, for the calls the wrapper does not cover. */
+  readonly datasets: Client<typeof DatasetService>;
+  /** The typed SchedulerService client, for the calls the wrapper does not cover. */
+  readonly scheduler: Client<typeof SchedulerService>;
+
+  /** A client over given transports (TLS, in-memory fakes in tests); see `connect` for the usual case. */
+  constructor(
+    datasetTransport: Transport,
+    schedulerTransport: Transport,
+    readonly timeoutMs = 60_000,
+  ) {
+    this.datasets = createClient(DatasetService, datasetTransport);
+    this.scheduler = createClient(SchedulerService, schedulerTransport);
+  }
+
+  /** A client of the services at the given (or default) addresses over plain-text gRPC. */
+  static connect(options: ConnectOptions = {}): TrainyardClient {
+    const defaults = defaultAddresses();
+    const interceptors = options.interceptors ?? [];
+    return new TrainyardClient(
+      grpcTransport(options.datasetAddress ?? defaults.dataset, interceptors),
+      grpcTransport(options.schedulerAddress ?? defaults.scheduler, interceptors),
+      options.timeoutMs,
+    );
+  }
+
+  // datasets -------------------------------------------------------------------
+
+  /** Creates a dataset. INVALID_ARGUMENT for a bad name; ALREADY_EXISTS if it is taken. */
+  async createDataset(displayName: string, description = ""): Promise<Dataset> {
+    const response = await this.datasets.createDataset({ displayName, description }, { timeoutMs: this.timeoutMs });
+    return present(response.dataset, "dataset");
+  }
+
+  /** Uploads images in one client stream, each file in chunks of at most 1 MiB. */
+  async uploadImages(
+    datasetId: string,
+    files: Iterable<ImageFile> | AsyncIterable<ImageFile>,
+  ): Promise<UploadImagesResponse> {
+    return this.datasets.uploadImages(uploadRequests(datasetId, files), {
+      timeoutMs: Math.max(this.timeoutMs, 600_000),
+    });
+  }
+
+  /** Uploads a folder of <label>/<image> files, `batch` files per stream; one response per stream. */
+  async uploadFolder(datasetId: string, folder: string, options: UploadFolderOptions = {}): Promise<UploadImagesResponse[]> {
+    const batch = options.batch ?? 500;
+    const files = await imagesInFolder(folder);
+    const responses: UploadImagesResponse[] = [];
+    for (let start = 0; start < files.length; start += batch) {
+      const slice = files.slice(start, start + batch);
+      const response = await this.uploadImages(datasetId, slice);
+      responses.push(response);
+      options.onBatch?.(response, start + slice.length, files.length);
+    }
+    return responses;
+  }
+
+  // jobs -----------------------------------------------------------------------
+
+  /**
+   * Creates a training job, queued. FAILED_PRECONDITION when S1 fails or the free
+   * flavor's terms are not accepted (see `violations`); INVALID_ARGUMENT for a
+   * setting out of range, the field named.
+   */
+  async createTrainingJob(datasetId: string, options: TrainingJobOptions = {}): Promise<TrainingJob> {
+    const request = { ...options, datasetId, requestId: options.requestId || randomUUID() };
+    // Creation publishes a dataset version first, hence the longer deadline.
+    const response = await this.scheduler.createTrainingJob(request, { timeoutMs: Math.max(this.timeoutMs, 300_000) });
+    return present(response.trainingJob, "training_job");
+  }
+
+  /** Returns a job. NOT_FOUND if it does not exist. */
+  async getTrainingJob(jobId: string): Promise<TrainingJob> {
+    const response = await this.scheduler.getTrainingJob({ jobId }, { timeoutMs: this.timeoutMs });
+    return present(response.trainingJob, "training_job");
+  }
+
+  /**
+   * The job's events up to the final one, resumed from the last sequence seen when
+   * the connection drops; see `watchTrainingJob` in watch.ts for the options.
+   */
+  watchTrainingJob(jobId: string, options: WatchOptions = {}): AsyncGenerator<TrainingJobEvent, void, undefined> {
+    return watchTrainingJob(this.scheduler, jobId, options);
+  }
+
+  /** Waits for the job to end (watching its events) and returns it. */
+  async waitForTrainingJob(jobId: string, options: WatchOptions = {}): Promise<TrainingJob> {
+    for await (const _ of this.watchTrainingJob(jobId, options)) {
+      // only the end matters
+    }
+    return this.getTrainingJob(jobId);
+  }
+
+  // models ---------------------------------------------------------------------
+
+  /** Returns a model version ("V001") with its evaluation. NOT_FOUND if it does not exist. */
+  async getModelVersion(datasetId: string, version: string): Promise<ModelVersion> {
+    const response = await this.scheduler.getModelVersion({ datasetId, version }, { timeoutMs: this.timeoutMs });
+    return present(response.modelVersion, "model_version");
+  }
+}
+
+/** A response's resource, which the API always sets. */
+function present<T>(value: T | undefined, field: string): T {
+  if (value === undefined) {
+    throw new ConnectError(`response without ${field}`, Code.Internal);
+  }
+  return value;
+}

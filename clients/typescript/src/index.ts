@@ -1,0 +1,27 @@
+/**
+ * Trainyard TypeScript SDK.
+ *
+ * - `TrainyardClient`: create a dataset, upload images, create and watch a
+ *   training job (resumed after a dropped connection), get a model version.
+ * - The typed messages, enums and service descriptors generated from
+ *   protos/trainyard/ by protoc-gen-es (create them with `create(XSchema, {...})`
+ *   from @bufbuild/protobuf).
+ */
+export {
+  type ConnectOptions,
+  defaultAddresses,
+  grpcTransport,
+  type TrainingJobOptions,
+  TrainyardClient,
+  type UploadFolderOptions,
+} from "./client.js";
+export { isConnectionLost, type Violation, violations } from "./errors.js";
+export { CHUNK_BYTES, IMAGE_SUFFIXES, type ImageFile, imagesInFolder, uploadRequests } from "./upload.js";
+export { type WatchOptions, watchTrainingJob } from "./watch.js";
+
+export * from "./gen/trainyard/common/v1/training_pb.js";
+export * from "./gen/trainyard/dataset/v1/dataset_pb.js";
+export * from "./gen/trainyard/dataset/v1/dataset_service_pb.js";
+export * from "./gen/trainyard/scheduler/v1/scheduler_pb.js";
+export * from "./gen/trainyard/scheduler/v1/scheduler_service_pb.js";
+export * from "./gen/trainyard/trainer/v1/trainer_pb.js";

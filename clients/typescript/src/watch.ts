@@ -1,0 +1,79 @@
+/**
+ * Watching a job: SchedulerService.WatchTrainingJob, resumed from the last
+ * sequence seen whenever the connection drops (for example while the scheduler
+ * restarts), so that the caller sees every event exactly once, in order.
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
+
+import { isConnectionLost } from "./errors.js";
+import type { TrainingJobEvent } from "./gen/trainyard/scheduler/v1/scheduler_pb.js";
+import type { SchedulerService } from "./gen/trainyard/scheduler/v1/scheduler_service_pb.js";
+
+/** Options of watchTrainingJob. */
+export interface WatchOptions {
+  /** Start after this sequence number; 0 (the default) for all events. */
+  readonly afterSequence?: bigint | number;
+  /** Give up when the connection has been down this long, in ms (default 120 000). */
+  readonly reconnectMs?: number;
+  /** Pause before each reconnection attempt, in ms (default 500). */
+  readonly retryDelayMs?: number;
+  /** Stops the watch; the generator then throws a CANCELED ConnectError. */
+  readonly signal?: AbortSignal;
+  /** Called before each reconnection attempt, with the error that dropped the stream. */
+  readonly onReconnect?: (error: ConnectError, afterSequence: bigint) => void;
+}
+
+/**
+ * The job's events after `afterSequence`, up to and including the final one.
+ *
+ * A dropped connection (UNAVAILABLE, or a reset socket) is not an error: the
+ * watch starts again after the last sequence it yielded, and only fails once the
+ * server has been unreachable for `reconnectMs`. Any other error (NOT_FOUND,
+ * OUT_OF_RANGE, …) ends the watch at once.
+ */
+export async function* watchTrainingJob(
+  scheduler: Client<typeof SchedulerService>,
+  jobId: string,
+  options: WatchOptions = {},
+): AsyncGenerator<TrainingJobEvent, void, undefined> {
+  const reconnectMs = options.reconnectMs ?? 120_000;
+  const retryDelayMs = options.retryDelayMs ?? 500;
+  let sequence = BigInt(options.afterSequence ?? 0);
+  let downSince: number | undefined;
+  for (;;) {
+    try {
+      const stream = scheduler.watchTrainingJob({ jobId, afterSequence: sequence }, { signal: options.signal });
+      for await (const response of stream) {
+        downSince = undefined;
+        const event = response.event;
+        if (event === undefined || event.sequence <= sequence) {
+          continue; // never yield an event twice, whatever the server resends
+        }
+        sequence = event.sequence;
+        yield event;
+        if (event.final) {
+          return;
+        }
+      }
+      // The server ended the stream before the final event: as good as a drop.
+      throw new ConnectError("watch ended before the job's final event", Code.Unavailable);
+    } catch (caught) {
+      const error = ConnectError.from(caught);
+      if (options.signal?.aborted || !isConnectionLost(error)) {
+        throw error;
+      }
+      downSince ??= Date.now();
+      if (Date.now() - downSince > reconnectMs) {
+        throw error;
+      }
+      options.onReconnect?.(error, sequence);
+      try {
+        await sleep(retryDelayMs, undefined, { signal: options.signal });
+      } catch (aborted) {
+        throw new ConnectError("watch aborted", Code.Canceled, undefined, undefined, aborted);
+      }
+    }
+  }
+}
