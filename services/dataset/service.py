@@ -57,6 +57,7 @@ class VersionDiff:
 
 
 MAX_LABEL_ASSIGNMENTS = 10_000
+MAX_INLINE_MANIFEST = 8 * 2**20
 UPLOAD_WORKERS = 3  # files of one upload stream validated and written at once
 
 
@@ -239,12 +240,17 @@ class DatasetService:
         rows = self.store.list_images(dataset.id, label or None, unlabeled_only, offset, limit)
         return rows, paging.next_token(offset, limit, len(rows))
 
-    def import_manifest(self, dataset_id: str, manifest_key: str) -> list[UploadOutcome]:
-        """Ingest the images an ExeML manifest lists from this deployment's bucket."""
+    def import_manifest(self, dataset_id: str, manifest_key: str = "", content: bytes = b"") -> list[UploadOutcome]:
+        """Ingest the images an ExeML manifest lists from this deployment's bucket.
+
+        The manifest is an object (`manifest_key`) or sent inline (`content`).
+        """
         dataset = self.get_dataset(dataset_id)
-        if not manifest_key:
-            raise InvalidArgument.field("manifest_key", "is required")
-        entries = manifest.parse_manifest(self.objects.get_bytes(manifest_key))
+        if bool(manifest_key) == bool(content):
+            raise InvalidArgument.field("manifest_key", "give either manifest_key or manifest_content")
+        if len(content) > MAX_INLINE_MANIFEST:
+            raise InvalidArgument.field("manifest_content", f"is {len(content)} bytes; at most {MAX_INLINE_MANIFEST} inline")
+        entries = manifest.parse_manifest(content or self.objects.get_bytes(manifest_key))
         outcomes: list[_Prepared | UploadOutcome] = []
         for entry in entries:
             source = f"s3://{entry.bucket}/{entry.object_key}"
@@ -388,6 +394,12 @@ class DatasetService:
         offset, limit = paging.page(page_size, page_token)
         rows = self.store.list_versions(dataset.id, offset, limit)
         return [self._view(r) for r in rows], paging.next_token(offset, limit, len(rows))
+
+    def export_manifest(self, dataset_id: str, name: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """The version's manifest bytes, in chunks."""
+        data = self.objects.get_bytes(self.get_version(dataset_id, name).row.manifest_key)
+        for start in range(0, len(data), chunk_bytes):
+            yield data[start:start + chunk_bytes]
 
     def diff_versions(self, dataset_id: str, base: str, target: str) -> VersionDiff:
         dataset = self.get_dataset(dataset_id)

@@ -80,7 +80,12 @@ class DatasetServicer(api_grpc.DatasetServiceServicer):
         )
 
     def ImportManifest(self, request, context):
-        return _outcomes(api.ImportManifestResponse, self.service.import_manifest(request.dataset_id, request.manifest_key))
+        outcomes = self.service.import_manifest(request.dataset_id, request.manifest_key, request.manifest_content)
+        return _outcomes(api.ImportManifestResponse, outcomes)
+
+    def ExportManifest(self, request, context):
+        for chunk in self.service.export_manifest(request.dataset_id, request.version_name):
+            yield api.ExportManifestResponse(chunk=chunk)
 
     def DeleteDataset(self, request, context):
         self.service.delete_dataset(request.dataset_id)

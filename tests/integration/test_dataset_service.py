@@ -105,15 +105,73 @@ def test_upload_stores_by_sha256_and_rejects_bad_files_without_aborting(stub, ob
     assert [i.file_name for i in unlabeled] == ["b.png"]
 
 
-def test_upload_larger_than_grpc_message_limit(stub):
+def test_upload_of_20_mib_larger_than_grpc_message_limit(stub, objects):
     ds = new_dataset(stub)
-    big = Image.frombytes("RGB", (1600, 1600), bytes(range(256)) * (1600 * 1600 * 3 // 256))
+    side = 2600  # 2600 × 2600 × 3 bytes ≈ 20.3 MB as BMP
+    big = Image.frombytes("RGB", (side, side), bytes(range(256)) * (side * side * 3 // 256) + bytes(side * side * 3 % 256))
     buffer = io.BytesIO()
     big.save(buffer, format="BMP")
     data = buffer.getvalue()
-    assert len(data) > 4 * 2**20
+    assert len(data) >= 20 * 10**6
     response = upload(stub, ds.id, [("big.bmp", "x", data)], chunk=1 << 20)
     assert response.stored_count == 1, response.results
+    import hashlib
+    image_id = hashlib.sha256(data).hexdigest()
+    assert objects.get_bytes(f"datasets/{ds.id}/images/{image_id[:2]}/{image_id}") == data
+
+
+def test_upload_cut_off_midway_stores_nothing(stub):
+    ds = new_dataset(stub)
+    files = digit_files(per_class=1)
+
+    def requests():
+        yield api.UploadImagesRequest(dataset_id=ds.id)
+        for name, label, data in files[:5]:
+            yield api.UploadImagesRequest(header=api.ImageHeader(file_name=name, label=label))
+            yield api.UploadImagesRequest(chunk=data)
+        yield api.UploadImagesRequest(header=api.ImageHeader(file_name="cut.png", label="x"))
+        yield api.UploadImagesRequest(chunk=files[5][2][:20])
+        raise ConnectionError("client went away")
+
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.UploadImages(requests())
+    assert exc.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
+    import time
+    time.sleep(0.5)
+    dataset = stub.GetDataset(api.GetDatasetRequest(dataset_id=ds.id)).dataset
+    assert dataset.image_count == 0  # nothing acknowledged, nothing recorded
+
+
+def test_concurrent_publishes_never_mix(stub, digits_dataset, objects):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trainyard.services.dataset.manifest import content_hash
+
+    def publish(i):
+        try:
+            return stub.PublishVersion(api.PublishVersionRequest(dataset_id=digits_dataset.id, version_name="race", seed=i)).version
+        except grpc.RpcError as exc:
+            return exc.code()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(publish, range(8)))
+    winners = [r for r in results if isinstance(r, dataset_pb2.DatasetVersion)]
+    assert len(winners) == 1
+    assert all(r == grpc.StatusCode.ALREADY_EXISTS for r in results if r not in winners)
+    stored = objects.get_bytes(winners[0].manifest_key)
+    assert content_hash(stored) == winners[0].content_hash  # the manifest is the winner's, whole
+    with ThreadPoolExecutor(8) as pool:  # proposed names: eight distinct versions
+        names = list(pool.map(lambda i: stub.PublishVersion(api.PublishVersionRequest(dataset_id=digits_dataset.id)).version.name, range(8)))
+    assert len(set(names)) == 8
+
+
+def test_export_manifest_streams_the_stored_bytes(stub, digits_dataset, objects):
+    v = stub.PublishVersion(api.PublishVersionRequest(dataset_id=digits_dataset.id)).version
+    exported = b"".join(r.chunk for r in stub.ExportManifest(api.ExportManifestRequest(dataset_id=digits_dataset.id, version_name=v.name)))
+    assert exported == objects.get_bytes(v.manifest_key)
+    with pytest.raises(grpc.RpcError) as exc:
+        list(stub.ExportManifest(api.ExportManifestRequest(dataset_id=digits_dataset.id, version_name="nope")))
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_upload_stream_must_start_with_dataset_and_header(stub):
@@ -264,6 +322,11 @@ def test_import_manifest_from_the_bucket(stub, objects):
     objects.put_bytes(f"incoming/{ds.id}/manifest.jsonl", "\n".join(lines).encode())
     response = stub.ImportManifest(api.ImportManifestRequest(dataset_id=ds.id, manifest_key=f"incoming/{ds.id}/manifest.jsonl"))
     assert (response.stored_count, response.rejected_count) == (10, 1)
+    inline = stub.ImportManifest(api.ImportManifestRequest(dataset_id=ds.id, manifest_content="\n".join(lines).encode()))
+    assert (inline.duplicate_count, inline.rejected_count) == (10, 1)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.ImportManifest(api.ImportManifestRequest(dataset_id=ds.id, manifest_content=b'{"source": 1}'))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "line 1" in exc.value.details()
     report = stub.CheckTrainability(api.CheckTrainabilityRequest(dataset_id=ds.id)).report
     assert len(report.classes) == 10
 

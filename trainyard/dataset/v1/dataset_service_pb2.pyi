@@ -246,12 +246,14 @@ class DiffVersionsResponse(_message.Message):
     def __init__(self, added_image_ids: _Optional[_Iterable[str]] = ..., removed_image_ids: _Optional[_Iterable[str]] = ..., relabeled: _Optional[_Iterable[_Union[Relabel, _Mapping]]] = ..., class_changes: _Optional[_Iterable[_Union[ClassCountChange, _Mapping]]] = ...) -> None: ...
 
 class ImportManifestRequest(_message.Message):
-    __slots__ = ("dataset_id", "manifest_key")
+    __slots__ = ("dataset_id", "manifest_key", "manifest_content")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_KEY_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_CONTENT_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     manifest_key: str
-    def __init__(self, dataset_id: _Optional[str] = ..., manifest_key: _Optional[str] = ...) -> None: ...
+    manifest_content: bytes
+    def __init__(self, dataset_id: _Optional[str] = ..., manifest_key: _Optional[str] = ..., manifest_content: _Optional[bytes] = ...) -> None: ...
 
 class ImportManifestResponse(_message.Message):
     __slots__ = ("results", "stored_count", "duplicate_count", "rejected_count")
@@ -274,3 +276,17 @@ class DeleteDatasetRequest(_message.Message):
 class DeleteDatasetResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ExportManifestRequest(_message.Message):
+    __slots__ = ("dataset_id", "version_name")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_NAME_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    version_name: str
+    def __init__(self, dataset_id: _Optional[str] = ..., version_name: _Optional[str] = ...) -> None: ...
+
+class ExportManifestResponse(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...

@@ -100,6 +100,11 @@ class DatasetServiceStub:
                 request_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ImportManifestRequest.SerializeToString,
                 response_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ImportManifestResponse.FromString,
                 _registered_method=True)
+        self.ExportManifest = channel.unary_stream(
+                '/trainyard.dataset.v1.DatasetService/ExportManifest',
+                request_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ExportManifestRequest.SerializeToString,
+                response_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ExportManifestResponse.FromString,
+                _registered_method=True)
         self.DeleteDataset = channel.unary_unary(
                 '/trainyard.dataset.v1.DatasetService/DeleteDataset',
                 request_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.DeleteDatasetRequest.SerializeToString,
@@ -217,6 +222,14 @@ class DatasetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportManifest(self, request, context):
+        """Streams a version's manifest (JSON Lines, the ExeML shape) in chunks.
+        NOT_FOUND if the dataset or version does not exist; UNAVAILABLE if the object store is down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteDataset(self, request, context):
         """Deletes a dataset. Its name is free at once; its stored objects are kept for the
         retention period (longer than any job may run), so jobs already using one of its
@@ -293,6 +306,11 @@ def add_DatasetServiceServicer_to_server(servicer, server):
                     servicer.ImportManifest,
                     request_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ImportManifestRequest.FromString,
                     response_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ImportManifestResponse.SerializeToString,
+            ),
+            'ExportManifest': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportManifest,
+                    request_deserializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ExportManifestRequest.FromString,
+                    response_serializer=trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ExportManifestResponse.SerializeToString,
             ),
             'DeleteDataset': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteDataset,
@@ -652,6 +670,33 @@ class DatasetService:
             '/trainyard.dataset.v1.DatasetService/ImportManifest',
             trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ImportManifestRequest.SerializeToString,
             trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ImportManifestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportManifest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/trainyard.dataset.v1.DatasetService/ExportManifest',
+            trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ExportManifestRequest.SerializeToString,
+            trainyard_dot_dataset_dot_v1_dot_dataset__service__pb2.ExportManifestResponse.FromString,
             options,
             channel_credentials,
             insecure,
