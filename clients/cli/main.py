@@ -85,10 +85,11 @@ def cmd_dataset_list(args) -> int:
 
 
 def cmd_dataset_import(args) -> int:
+    """Import a folder of <label>/<image>, a zip of the same layout, or an ExeML manifest (.json/.jsonl)."""
     client = _client(args)
-    folder = Path(args.folder)
-    if not folder.is_dir():
-        console.print(f"[red]{folder} is not a folder[/]")
+    source = Path(args.source)
+    if not source.exists():
+        console.print(f"[red]{source} does not exist[/]")
         return EXIT_USAGE
     try:
         client.get_dataset(args.dataset)
@@ -97,17 +98,33 @@ def cmd_dataset_import(args) -> int:
         console.print(f"created dataset {args.dataset}")
     totals = {"stored": 0, "duplicate": 0, "rejected": 0}
     rejected = []
-    with display.Progress(console=console) as progress:
-        task = progress.add_task("uploading", total=None)
 
-        def on_batch(response, done, total):
-            totals["stored"] += response.stored_count
-            totals["duplicate"] += response.duplicate_count
-            totals["rejected"] += response.rejected_count
-            rejected.extend(r for r in response.results if r.reason)
-            progress.update(task, completed=done, total=total)
+    def count(response) -> None:
+        totals["stored"] += response.stored_count
+        totals["duplicate"] += response.duplicate_count
+        totals["rejected"] += response.rejected_count
+        rejected.extend(r for r in response.results if r.reason)
 
-        client.upload_folder(args.dataset, folder, on_batch=on_batch)
+    if source.is_dir():
+        with display.Progress(console=console) as progress:
+            task = progress.add_task("uploading", total=None)
+
+            def on_batch(response, done, total):
+                count(response)
+                progress.update(task, completed=done, total=total)
+
+            client.upload_folder(args.dataset, source, on_batch=on_batch)
+    elif source.suffix.lower() == ".zip":
+        with console.status(f"uploading {source.name}…"):
+            for response in client.upload_zip(args.dataset, source):
+                count(response)
+    elif source.suffix.lower() in (".json", ".jsonl", ".manifest"):
+        with console.status(f"importing {source.name}…"):
+            for response in client.import_manifest(args.dataset, source):
+                count(response)
+    else:
+        console.print(f"[red]{source}: give a folder, a .zip or a manifest (.json/.jsonl)[/]")
+        return EXIT_USAGE
     console.print(f"{totals['stored']} stored, {totals['duplicate']} duplicates, {totals['rejected']} rejected")
     for r in rejected[:20]:
         console.print(f"  [red]rejected[/] {r.file_name}: {r.reason}")
@@ -134,6 +151,88 @@ def cmd_dataset_check(args) -> int:
     for v in report.violations:
         console.print(f"  • {v.message}")
     return EXIT_ERROR
+
+
+def cmd_dataset_stats(args) -> int:
+    report = _client(args).check_trainability(args.dataset)
+    if args.json:
+        console.print(display.as_json(report))
+        return EXIT_OK
+    table = display.Table(title=f"Classes of {args.dataset}")
+    table.add_column("class")
+    table.add_column("labeled images", justify="right")
+    table.add_column("share", justify="right")
+    total = sum(c.image_count for c in report.classes) or 1
+    for c in report.classes:
+        table.add_row(c.label, str(c.image_count), f"{c.image_count / total:.1%}")
+    console.print(table)
+    console.print(f"{sum(c.image_count for c in report.classes)} labeled, {report.unlabeled_image_count} unlabeled")
+    return EXIT_OK
+
+
+def cmd_dataset_images(args) -> int:
+    images = _client(args).list_images(args.dataset, args.label, args.unlabeled)
+    if args.json:
+        console.print_json(data=[_dict(i) for i in images])
+        return EXIT_OK
+    table = display.Table(title=f"Images of {args.dataset}")
+    for column in ("id", "file", "label", "format", "size"):
+        table.add_column(column)
+    for i in images:
+        table.add_row(i.id[:16] + "…", i.file_name, i.label or "[dim]unlabeled[/]", i.format, f"{i.width}×{i.height}")
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_dataset_label(args) -> int:
+    labels = {}
+    for item in args.assignments:
+        image_id, sep, label = item.partition("=")
+        if not sep:
+            console.print(f"[red]{item!r}: write IMAGE_ID=LABEL (empty label removes it)[/]")
+            return EXIT_USAGE
+        labels[image_id] = label
+    changed = _client(args).set_labels(args.dataset, labels)
+    console.print(f"{changed} label(s) changed")
+    return EXIT_OK
+
+
+def cmd_dataset_rename_class(args) -> int:
+    changed = _client(args).rename_class(args.dataset, args.label, args.new_label)
+    console.print(f"{changed} image(s) relabeled {args.label!r} → {args.new_label!r}")
+    return EXIT_OK
+
+
+def cmd_dataset_diff(args) -> int:
+    diff = _client(args).diff_versions(args.dataset, args.base, args.target)
+    if args.json:
+        console.print(display.as_json(diff))
+        return EXIT_OK
+    console.print(f"{args.base} → {args.target}: {len(diff.added_image_ids)} added, {len(diff.removed_image_ids)} removed, "
+                  f"{len(diff.relabeled)} relabeled")
+    table = display.Table(title="Class counts")
+    for column in ("class", args.base, args.target, "change"):
+        table.add_column(column)
+    for c in diff.class_changes:
+        table.add_row(c.label, str(c.base_count), str(c.target_count), f"{c.target_count - c.base_count:+d}")
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_dataset_export(args) -> int:
+    data = _client(args).export_manifest(args.dataset, args.version)
+    if args.output == "-":
+        sys.stdout.write(data.decode())
+    else:
+        Path(args.output).write_bytes(data)
+        console.print(f"wrote {len(data.splitlines())} samples to {args.output}")
+    return EXIT_OK
+
+
+def cmd_dataset_delete(args) -> int:
+    _client(args).delete_dataset(args.dataset)
+    console.print(f"deleted {args.dataset} (objects kept for the retention period; running jobs finish)")
+    return EXIT_OK
 
 
 def cmd_dataset_publish(args) -> int:
@@ -304,10 +403,43 @@ def parser() -> argparse.ArgumentParser:
     c = dataset.add_parser("list", help="list datasets")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_dataset_list)
-    c = dataset.add_parser("import", help="upload a folder of <class name>/<image> files")
-    c.add_argument("folder")
+    c = dataset.add_parser("import", help="import a folder or zip of <class name>/<image> files, or an ExeML manifest")
+    c.add_argument("source", help="a folder, a .zip, or a .json/.jsonl manifest (sources: local paths or s3:// objects)")
     c.add_argument("--dataset", required=True, help="dataset name or id (created when missing)")
     c.set_defaults(func=cmd_dataset_import)
+    c = dataset.add_parser("stats", help="labeled images per class")
+    c.add_argument("dataset")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_dataset_stats)
+    c = dataset.add_parser("images", help="list images, optionally of one label or unlabeled")
+    c.add_argument("dataset")
+    c.add_argument("--label", default="")
+    c.add_argument("--unlabeled", action="store_true")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_dataset_images)
+    c = dataset.add_parser("label", help="set labels: IMAGE_ID=LABEL … (an empty label removes it)")
+    c.add_argument("dataset")
+    c.add_argument("assignments", nargs="+")
+    c.set_defaults(func=cmd_dataset_label)
+    c = dataset.add_parser("rename-class", help="rename a class (merges into an existing one)")
+    c.add_argument("dataset")
+    c.add_argument("label")
+    c.add_argument("new_label")
+    c.set_defaults(func=cmd_dataset_rename_class)
+    c = dataset.add_parser("diff", help="compare two versions")
+    c.add_argument("dataset")
+    c.add_argument("base")
+    c.add_argument("target")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_dataset_diff)
+    c = dataset.add_parser("export", help="write a version's manifest (JSON Lines, ExeML shape)")
+    c.add_argument("dataset")
+    c.add_argument("version")
+    c.add_argument("-o", "--output", default="-", help="file to write (default: standard output)")
+    c.set_defaults(func=cmd_dataset_export)
+    c = dataset.add_parser("delete", help="delete a dataset")
+    c.add_argument("dataset")
+    c.set_defaults(func=cmd_dataset_delete)
     c = dataset.add_parser("check", help="can training start? (rule S1, every failing rule listed)")
     c.add_argument("dataset")
     c.add_argument("--json", action="store_true")

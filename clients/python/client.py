@@ -6,6 +6,7 @@ import json
 import os
 import time
 import uuid
+import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -95,6 +96,71 @@ class Client:
             responses.append(response)
             on_batch(response, start + len(chunk), len(paths))
         return responses
+
+    def upload_zip(self, dataset: str, path: str | Path, batch: int = 500) -> list[ds.UploadImagesResponse]:
+        """Upload a zip of <label>/<image> entries (entries at the top level stay unlabeled)."""
+        with zipfile.ZipFile(path) as archive:
+            names = sorted(n for n in archive.namelist() if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_SUFFIXES)
+            responses = []
+            for start in range(0, len(names), batch):
+                part = names[start:start + batch]
+                responses.append(self.upload_images(dataset, (
+                    (n, Path(n).parent.name if len(Path(n).parts) > 1 else "", archive.read(n)) for n in part)))
+        return responses
+
+    def import_manifest(self, dataset: str, manifest: str | Path) -> ds.ImportManifestResponse | list[ds.UploadImagesResponse]:
+        """Import an ExeML/ModelArts manifest (JSON Lines with source and annotation).
+
+        Sources that are objects in the deployment's bucket (s3://…) are imported by
+        the server; sources that are local paths (relative to the manifest) are uploaded.
+        """
+        path = Path(manifest)
+        text = path.read_text()
+        local, remote = [], []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            source = str(record.get("source", ""))
+            (remote if "://" in source else local).append((number, line, record))
+        results: list = []
+        if remote:
+            content = "\n".join(line for _, line, _ in remote).encode()
+            results.append(_call(self._datasets.ImportManifest, ds.ImportManifestRequest(dataset_id=dataset, manifest_content=content), max(self.timeout, 600)))
+        if local:
+            def files():
+                for _, _, record in local:
+                    file = (path.parent / record["source"]).resolve()
+                    labels = [a.get("name", "") for a in record.get("annotation") or []]
+                    yield str(record["source"]), labels[0] if labels else "", file.read_bytes()
+            results.append(self.upload_images(dataset, files()))
+        return results
+
+    def set_labels(self, dataset: str, labels: dict[str, str]) -> int:
+        """Set (or with "" remove) the labels of images by id, all or nothing; the number changed."""
+        request = ds.SetLabelsRequest(dataset_id=dataset, assignments=[ds.LabelAssignment(image_id=i, label=label) for i, label in labels.items()])
+        return _call(self._datasets.SetLabels, request, self.timeout).changed_count
+
+    def rename_class(self, dataset: str, label: str, new_label: str) -> int:
+        return _call(self._datasets.RenameClass, ds.RenameClassRequest(dataset_id=dataset, label=label, new_label=new_label), self.timeout).changed_count
+
+    def list_images(self, dataset: str, label: str = "", unlabeled_only: bool = False) -> list[dataset_pb2.Image]:
+        request = ds.ListImagesRequest(dataset_id=dataset, label=label, unlabeled_only=unlabeled_only)
+        return list(self._pages(self._datasets.ListImages, request, "images"))
+
+    def diff_versions(self, dataset: str, base: str, target: str) -> ds.DiffVersionsResponse:
+        request = ds.DiffVersionsRequest(dataset_id=dataset, base_version=base, target_version=target)
+        return _call(self._datasets.DiffVersions, request, self.timeout)
+
+    def export_manifest(self, dataset: str, version: str) -> bytes:
+        try:
+            chunks = self._datasets.ExportManifest(ds.ExportManifestRequest(dataset_id=dataset, version_name=version), timeout=max(self.timeout, 600))
+            return b"".join(c.chunk for c in chunks)
+        except grpc.RpcError as exc:
+            raise domain_error(exc) from None
+
+    def delete_dataset(self, dataset: str) -> None:
+        _call(self._datasets.DeleteDataset, ds.DeleteDatasetRequest(dataset_id=dataset), self.timeout)
 
     def check_trainability(self, dataset: str) -> dataset_pb2.TrainabilityReport:
         return _call(self._datasets.CheckTrainability, ds.CheckTrainabilityRequest(dataset_id=dataset), self.timeout).report

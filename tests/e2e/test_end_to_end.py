@@ -96,3 +96,44 @@ def test_cli_import_train_and_show(stack, tmp_path):
     assert shown.returncode == 0 and "Confusion matrix" in shown.stdout
     bad = cli("train", "--dataset", "cli-digits", "--accept-free-terms", "--ratio", "0.123456")
     assert bad.returncode == 1 and "train_ratio" in bad.stdout
+
+
+def test_cli_dataset_commands(stack, tmp_path):
+    import json
+    import zipfile
+
+    env = {**os.environ, "TRAINYARD_DATASET_ADDRESS": stack.address("dataset"),
+           "TRAINYARD_SCHEDULER_ADDRESS": stack.address("scheduler"), "COLUMNS": "200"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "trainyard.cli.main", *args], env=env,
+                                capture_output=True, text=True, timeout=300)
+        return result
+
+    archive = tmp_path / "digits.zip"
+    files = digit_files(per_class=6)
+    with zipfile.ZipFile(archive, "w") as z:
+        for name, _, data in files:
+            z.writestr(name, data)
+    assert "60 stored" in cli("dataset", "import", str(archive), "--dataset", "zipped").stdout
+    manifest = tmp_path / "more" / "manifest.jsonl"
+    manifest.parent.mkdir()
+    extra = digit_files(per_class=7)
+    lines = []
+    for name, label, data in extra:
+        (manifest.parent / name.replace("/", "-")).write_bytes(data)
+        lines.append(json.dumps({"source": name.replace("/", "-"), "annotation": [{"name": label, "type": "modelarts/image_classification"}]}))
+    manifest.write_text("\n".join(lines))
+    assert "10 stored, 60 duplicates" in cli("dataset", "import", str(manifest), "--dataset", "zipped").stdout
+    stats = json.loads(cli("dataset", "stats", "zipped", "--json").stdout)
+    assert sum(int(c["image_count"]) for c in stats["classes"]) == 70
+    assert cli("dataset", "publish", "zipped", "--name", "a").returncode == 0
+    image = json.loads(cli("dataset", "images", "zipped", "--label", "3", "--json").stdout)[0]["id"]
+    assert "1 label(s) changed" in cli("dataset", "label", "zipped", f"{image}=8").stdout
+    assert cli("dataset", "publish", "zipped", "--name", "b").returncode == 0
+    diff = json.loads(cli("dataset", "diff", "zipped", "a", "b", "--json").stdout)
+    assert [r["image_id"] for r in diff["relabeled"]] == [image]
+    exported = cli("dataset", "export", "zipped", "b").stdout.splitlines()
+    assert len(exported) == 70 and all(json.loads(line)["usage"] in ("TRAIN", "EVAL") for line in exported)
+    check = cli("dataset", "check", "zipped")
+    assert check.returncode == 0 and "ready to train" in check.stdout

@@ -35,25 +35,27 @@ export function violations(error: unknown): Violation[] {
   return [...fields, ...rules];
 }
 
+/** Codes under which Connect reports a connection that failed under a call. */
+const LOCAL_FAILURE_CODES: ReadonlySet<Code> = new Set([Code.Canceled, Code.Aborted, Code.Internal, Code.Unknown]);
+
 /**
- * Whether an error means the connection to the server was lost (or never made)
- * rather than an answer from the server: UNAVAILABLE, or a failure of the
- * connection itself, which Connect reports with the Node.js error as its cause
- * (a reset socket surfaces as ABORTED or INTERNAL, not UNAVAILABLE as in gRPC's
- * own libraries). A call that failed this way can be made again.
+ * Whether an error means the connection to the server was lost (or could not be
+ * made) rather than the server refusing the call, so the call may be made again:
+ *
+ * - UNAVAILABLE, whoever reported it;
+ * - CANCELED, ABORTED, INTERNAL or UNKNOWN that the server did not send. A status
+ *   the server sends always arrives with a `grpc-status` header or trailer; without
+ *   one, the error came from this side's HTTP/2 stack. gRPC's own libraries call a
+ *   dropped connection UNAVAILABLE, Connect for Node.js reports how the stream
+ *   ended instead: a server killed mid-stream gives "http/2 stream closed with
+ *   error code CANCEL" (CANCELED), a reset socket ABORTED.
+ *
+ * A call the caller cancelled also ends CANCELED without a `grpc-status`: check the
+ * caller's AbortSignal first (watchTrainingJob does).
  */
 export function isConnectionLost(error: ConnectError): boolean {
   if (error.code === Code.Unavailable) {
     return true;
   }
-  if (error.code !== Code.Aborted && error.code !== Code.Internal && error.code !== Code.Unknown) {
-    return false;
-  }
-  for (let cause: unknown = error.cause; cause instanceof Error; cause = cause.cause) {
-    const nodeCode = (cause as NodeJS.ErrnoException).code;
-    if (typeof nodeCode === "string" && (nodeCode.startsWith("ERR_HTTP2_") || nodeCode.startsWith("E"))) {
-      return true;
-    }
-  }
-  return false;
+  return LOCAL_FAILURE_CODES.has(error.code) && !error.metadata.has("grpc-status");
 }
