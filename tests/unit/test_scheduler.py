@@ -291,3 +291,34 @@ def test_best_version_by_macro_precision_and_incremental_best(tmp_path):
     job = service.create_job(JobRequest(dataset_id="ds-1", incremental_model_version="best", **FREE))
     assert job.params["incrementalModelVersion"] == "V001"
     assert job.params["initArtifactPrefix"] == body["artifactPrefix"]
+
+
+def test_pay_per_use_quota_makes_jobs_wait_not_fail(tmp_path):
+    service, _, _ = make(tmp_path, FakeTrainer(steps=0))
+    add_trainer(service, slots=5)
+    jobs = [service.create_job(JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1")) for _ in range(3)]
+    wait_for(lambda: sum(service.get_job(j.id).state == "STARTING" or service.get_job(j.id).state == "RUNNING" for j in jobs) == 2)
+    third = wait_for(lambda: (j := service.get_job(jobs[2].id)).wait_reason.startswith("your quota") and j)
+    assert third.state == "QUEUED" and "quota of 2" in third.wait_reason
+    service.cancel(jobs[0].id)
+    wait_for(lambda: service.get_job(jobs[2].id).state in ("STARTING", "RUNNING"))
+
+
+def test_many_watchers_each_see_every_event_once_in_order(tmp_path):
+    service, _, _ = make(tmp_path, FakeTrainer(steps=20))
+    job = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+    seen: dict[int, list[int]] = {}
+
+    def watcher(i: int) -> None:
+        seen[i] = [e.sequence for e in service.watch(job.id, 0)]
+
+    threads = [threading.Thread(target=watcher, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    add_trainer(service)
+    for t in threads:
+        t.join(timeout=30)
+    final = service.get_job(job.id)
+    assert final.state == "COMPLETED"
+    assert all(s == list(range(1, final.last_sequence + 1)) for s in seen.values())
+    assert len(seen) == 50
