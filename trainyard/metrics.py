@@ -26,6 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -98,12 +99,25 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def serve(listen: str, *collectors: Collector) -> int | None:
-    """Register `collectors` and serve `/metrics` on `listen`; returns the bound port.
+@dataclass
+class MetricsEndpoint:
+    """A running /metrics HTTP server."""
+
+    host: str
+    port: int
+    _server: Any
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def serve(listen: str, *collectors: Collector) -> MetricsEndpoint | None:
+    """Register `collectors` and serve `/metrics` on `listen` from a daemon thread.
 
     An empty `listen` (or "0" / "off") turns metrics off: nothing is started and
-    None is returned. Port 0 picks a free port. A collector replaces an earlier one
-    of the same class (a process has one scheduler or trainer).
+    None is returned. Port 0 picks a free port (the endpoint's `port`). A collector
+    replaces an earlier one of the same class (a process has one scheduler or trainer).
     """
     if listen.strip().lower() in ("", "0", "off", "false"):
         return None
@@ -116,9 +130,9 @@ def serve(listen: str, *collectors: Collector) -> int | None:
             _registered[type(collector)] = collector
     host, port = parse_listen(listen)
     server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
-    bound = server.server_port
-    log.info("metrics.listening", address=f"{host}:{bound}", path="/metrics")
-    return bound
+    endpoint = MetricsEndpoint(host, server.server_port, server)
+    log.info("metrics.listening", address=f"{host}:{endpoint.port}", path="/metrics")
+    return endpoint
 
 
 # --- collectors ---------------------------------------------------------------

@@ -92,11 +92,9 @@ def job_table(jobs: list[pb.TrainingJob]) -> Table:
     return table
 
 
-def evaluation_tables(mv: pb.ModelVersion) -> list[Table]:
+def summary_rows(mv: pb.ModelVersion) -> list[tuple[str, str]]:
+    """The key figures of a model version, each saying which average it is (S9)."""
     ev = mv.evaluation
-    summary = Table(title=f"Model version {mv.version} — {mv.dataset_id} (dataset version {mv.dataset_version})")
-    summary.add_column("figure")
-    summary.add_column("value", justify="right")
     rows = [
         ("accuracy", f"{ev.accuracy:.4f}"),
         ("precision (macro)", f"{ev.macro.precision:.4f}"),
@@ -121,7 +119,15 @@ def evaluation_tables(mv: pb.ModelVersion) -> list[Table]:
         ("max duration", f"{mv.parameters.max_duration_minutes} min"),
         ("flavor", mv.parameters.flavor_id),
     ]
-    for name, value in rows:
+    return rows
+
+
+def evaluation_tables(mv: pb.ModelVersion) -> list[Table]:
+    ev = mv.evaluation
+    summary = Table(title=f"Model version {mv.version} — {mv.dataset_id} (dataset version {mv.dataset_version})")
+    summary.add_column("figure")
+    summary.add_column("value", justify="right")
+    for name, value in summary_rows(mv):
         summary.add_row(name, value)
     per_class = Table(title="Classification statistics (validation set)")
     for column in ("class", "precision", "recall", "F1", "support", "train", "validation"):

@@ -371,6 +371,61 @@ def cmd_models_show(args) -> int:
     return EXIT_OK
 
 
+def cmd_models_report(args) -> int:
+    import json
+
+    from trainyard.cli import report
+
+    client = _client(args)
+    mv = client.get_model_version(args.dataset, args.version)
+    metrics = json.loads(client.download_artifact(args.dataset, args.version, "metrics.json"))
+    plots = {name: client.download_artifact(args.dataset, args.version, name) for name in ("confusion_matrix.png", "curves.png")}
+    output = Path(args.output or f"{mv.dataset_id}-{mv.version}.html")
+    output.write_text(report.render(f"Model version {mv.version} of {args.dataset}", display.summary_rows(mv), metrics, plots))
+    console.print(f"wrote {output}")
+    return EXIT_OK
+
+
+def cmd_models_predict(args) -> int:
+    from trainyard.sdk.client import IMAGE_SUFFIXES
+
+    paths: list[Path] = []
+    for item in map(Path, args.images):
+        paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if item.is_dir() else [item]
+    if not paths:
+        console.print("[red]no images given[/]")
+        return EXIT_USAGE
+    client = _client(args)
+    results = []
+    for start in range(0, len(paths), 64):
+        batch = paths[start:start + 64]
+        predictions = client.predict(args.dataset, args.version, [p.read_bytes() for p in batch], args.top_k)
+        results += list(zip(batch, predictions, strict=True))
+    if args.json:
+        console.print_json(data=[{"file": str(p), "labels": [{"label": label, "score": score} for label, score in pred]}
+                                 for p, pred in results])
+        return EXIT_OK
+    table = display.Table(title=f"Predictions of {args.dataset} {args.version}")
+    table.add_column("file")
+    table.add_column("top labels (score)")
+    for path, pred in results:
+        table.add_row(str(path), "  ".join(f"{label} ({score:.3f})" for label, score in pred))
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_models_export(args) -> int:
+    from trainyard.artifacts import ARTIFACTS
+
+    client = _client(args)
+    folder = Path(args.output or f"{args.dataset}-{args.version}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ARTIFACTS:
+        (folder / name).write_bytes(client.download_artifact(args.dataset, args.version, name))
+    console.print(f"wrote {len(ARTIFACTS)} artifacts to {folder}/ (model.torchscript.pt runs with plain torch.jit.load)")
+    return EXIT_OK
+
+
 def _dict(message) -> dict:
     from google.protobuf import json_format
 
@@ -502,6 +557,23 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("version")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_models_show)
+    c = models.add_parser("report", help="write an HTML report with the evaluation and plots")
+    c.add_argument("dataset")
+    c.add_argument("version")
+    c.add_argument("-o", "--output", help="HTML file (default DATASET-VERSION.html)")
+    c.set_defaults(func=cmd_models_report)
+    c = models.add_parser("predict", help="predict labels of image files or folders")
+    c.add_argument("dataset")
+    c.add_argument("version")
+    c.add_argument("images", nargs="+", help="image files or folders")
+    c.add_argument("--top-k", type=int, default=3)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_models_predict)
+    c = models.add_parser("export", help="download the artifacts (weights, TorchScript export, metrics, plots)")
+    c.add_argument("dataset")
+    c.add_argument("version")
+    c.add_argument("-o", "--output", help="folder (default DATASET-VERSION)")
+    c.set_defaults(func=cmd_models_export)
     return p
 
 

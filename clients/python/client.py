@@ -257,6 +257,15 @@ class Client:
         response = _call(self._scheduler.Predict, request, max(self.timeout, 120))
         return [[(s.label, s.score) for s in p.labels] for p in response.predictions]
 
+    def download_artifact(self, dataset: str, version: str, name: str) -> bytes:
+        """One artifact of a model version: checkpoint.pt, model.torchscript.pt, preprocessing.json,
+        labels.json, metrics.json, confusion_matrix.png or curves.png."""
+        request = sc.DownloadModelArtifactRequest(dataset_id=dataset, version=version, name=name)
+        try:
+            return b"".join(r.chunk for r in self._scheduler.DownloadModelArtifact(request, timeout=max(self.timeout, 600)))
+        except grpc.RpcError as exc:
+            raise domain_error(exc) from None
+
     # helpers ---------------------------------------------------------------------
     def _pages(self, method, request, field: str):
         while True:

@@ -92,6 +92,13 @@ class TrainerClient:
         except grpc.RpcError as exc:
             raise domain_error(exc) from None
 
+    def artifact(self, address: str, artifact_prefix: str, name: str) -> Iterator[bytes]:
+        try:
+            for response in self._stub(address).GetArtifact(trs.GetArtifactRequest(artifact_prefix=artifact_prefix, name=name), timeout=600):
+                yield response.chunk
+        except grpc.RpcError as exc:
+            raise domain_error(exc) from None
+
     def predict(self, address: str, artifact_prefix: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
         request = trs.PredictRequest(artifact_prefix=artifact_prefix, images=images, top_k=top_k)
         try:

@@ -266,10 +266,18 @@ class SchedulerService:
 
     def predict(self, dataset_id: str, version: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
         body = self.model_version(dataset_id, version)
+        return self.trainers.predict(self._any_trainer().address, body["artifactPrefix"], images, top_k)
+
+    def artifact(self, dataset_id: str, version: str, name: str) -> Iterator[bytes]:
+        body = self.model_version(dataset_id, version)
+        return self.trainers.artifact(self._any_trainer().address, body["artifactPrefix"], name)
+
+    def _any_trainer(self) -> Trainer:
+        """A live trainer to serve a model; serving needs no slot."""
         trainers = self._live_trainers()
         if not trainers:
-            raise Unavailable("no trainer is registered to serve predictions")
-        return self.trainers.predict(trainers[0].address, body["artifactPrefix"], images, top_k)
+            raise Unavailable("no trainer is registered to serve models")
+        return trainers[0]
 
     def usage(self, start: float | None, end: float | None) -> list[tuple[str, str, int, float, float]]:
         start, end = start or 0.0, end or self.clock()

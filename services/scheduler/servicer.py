@@ -74,6 +74,10 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
             for p in predictions
         ])
 
+    def DownloadModelArtifact(self, request, context):
+        for chunk in self.service.artifact(request.dataset_id, request.version, request.name):
+            yield api.DownloadModelArtifactResponse(chunk=chunk)
+
     def GetUsage(self, request, context):
         lines = self.service.usage(
             seconds(request.start_time) if request.HasField("start_time") else None,

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 import torch
 
+from trainyard.artifacts import ARTIFACTS
 from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from trainyard.objectstore import ObjectStore
 from trainyard.services.dataset.manifest import parse_manifest
@@ -214,6 +215,16 @@ class TrainerRuntime:
             return training.predict(checkpoint, images, top_k=k)
         except Exception as exc:
             raise InvalidArgument.field("images", f"an image could not be decoded: {exc}") from None
+
+    def artifact(self, artifact_prefix: str, name: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """One artifact's bytes, in chunks."""
+        if name not in ARTIFACTS:
+            raise InvalidArgument.field("name", f"{name!r} is not an artifact; one of {', '.join(ARTIFACTS)}")
+        if not artifact_prefix.startswith("models/"):
+            raise InvalidArgument.field("artifact_prefix", "is not a model's artifact prefix")
+        data = self.objects.get_bytes(artifact_prefix + name)
+        for start in range(0, len(data), chunk_bytes):
+            yield data[start:start + chunk_bytes]
 
     def _model(self, artifact_prefix: str) -> dict:
         with self._models_lock:

@@ -42,6 +42,10 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
     def StopTraining(self, request, context):
         return api.StopTrainingResponse(stopping=self.runtime.stop(request.job_id, _reason(request.reason or common.STOP_REASON_CANCELLED)))
 
+    def GetArtifact(self, request, context):
+        for chunk in self.runtime.artifact(request.artifact_prefix, request.name):
+            yield api.GetArtifactResponse(chunk=chunk)
+
     def Predict(self, request, context):
         predictions = self.runtime.predict(request.artifact_prefix, list(request.images), request.top_k)
         return api.PredictResponse(predictions=[

@@ -94,6 +94,18 @@ def test_cli_import_train_and_show(stack, tmp_path):
     assert "Classification statistics" in trained.stdout
     shown = cli("models", "show", "cli-digits", "V001")
     assert shown.returncode == 0 and "Confusion matrix" in shown.stdout
+    report = tmp_path / "report.html"
+    assert cli("models", "report", "cli-digits", "V001", "-o", str(report)).returncode == 0
+    assert "Classification statistics" in report.read_text() and "data:image/png;base64," in report.read_text()
+    predicted = cli("models", "predict", "cli-digits", "V001", str(folder / "3"), "--json")
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    import json
+    assert len(json.loads(predicted.stdout)) == 8
+    exported = cli("models", "export", "cli-digits", "V001", "-o", str(tmp_path / "export"))
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    import torch
+    scripted = torch.jit.load(str(tmp_path / "export" / "model.torchscript.pt"))
+    assert scripted is not None
     bad = cli("train", "--dataset", "cli-digits", "--accept-free-terms", "--ratio", "0.123456")
     assert bad.returncode == 1 and "train_ratio" in bad.stdout
 

@@ -1,38 +1,77 @@
-"""Prometheus metrics: the three service processes with their /metrics endpoints on.
+"""Prometheus metrics: real servers built by their factories, /metrics scraped over HTTP.
 
-The whole local stack runs (real S3, real processes started as in production,
-each with its `TRAINYARD_<SERVICE>_METRICS_LISTEN`), the test drives it through
-the SDK, scrapes each endpoint over HTTP and checks that the counters and gauges
-moved as they should: RPCs by method and code (errors included), jobs by state,
-the queue of a flavor no trainer serves, trainer capacity and finished jobs.
-The trainer's throughput gauge is checked on a runtime with a job in progress
-(a real training run on a few images ends before a scrape could catch it).
+The three services run in this process (port 0, real S3), configured from an
+environment as their `main` is, with the metrics endpoint on port 0 as `main`
+starts it (`metrics.serve` with the scheduler's and trainer's collectors). The
+test calls the services through their generated stubs and checks that the
+counters and gauges move: RPCs by method and status code (errors included),
+latency histograms, jobs by state, a flavor's queue, trainer capacity, slots in
+use and training throughput.
+
+One process, one registry: RPC counters are shared with any other in-process
+server of the test session, so they are compared before and after.
 """
 
 from __future__ import annotations
 
+import io
 import time
 import urllib.request
 
+import grpc
 import pytest
-from prometheus_client import CollectorRegistry
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from trainyard import metrics
-from trainyard.errors import FailedPrecondition, NotFound
-from trainyard.sample_data import digit_files
-from trainyard.scheduler.v1 import scheduler_pb2
-from trainyard.sdk import Client
-from trainyard.services.trainer.runtime import JobRun, JobSpec, TrainerRuntime
-from trainyard.stack.local import SERVICES, LocalStack, StackSettings, free_port
+from trainyard.dataset.v1 import dataset_service_pb2 as ds
+from trainyard.dataset.v1 import dataset_service_pb2_grpc as ds_grpc
+from trainyard.rpc import channel
+from trainyard.scheduler.v1 import scheduler_service_pb2 as sc
+from trainyard.scheduler.v1 import scheduler_service_pb2_grpc as sc_grpc
+from trainyard.services.dataset import server as dataset_server
+from trainyard.services.scheduler import server as scheduler_server
+from trainyard.services.trainer import server as trainer_server
+from trainyard.services.trainer.runtime import JobRun, JobSpec
+from trainyard.trainer.v1 import trainer_service_pb2 as tr
+from trainyard.trainer.v1 import trainer_service_pb2_grpc as tr_grpc
 
 DATASET = "trainyard.dataset.v1.DatasetService"
 SCHEDULER = "trainyard.scheduler.v1.SchedulerService"
 TRAINER = "trainyard.trainer.v1.TrainerService"
 
 
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, s3_config):
+    """dataset, scheduler and trainer servers plus this process's /metrics endpoint."""
+    env = {**s3_config.to_env(), "TRAINYARD_DATA_DIR": str(tmp_path_factory.mktemp("metrics"))}
+    dataset_config = dataset_server.DatasetConfig.from_env(
+        {**env, "TRAINYARD_DATASET_LISTEN": "127.0.0.1:0", "TRAINYARD_DATASET_METRICS_LISTEN": "127.0.0.1:0"})
+    dataset, _ = dataset_server.build(dataset_config)
+    scheduler_config = scheduler_server.SchedulerConfig.from_env({
+        **env, "TRAINYARD_SCHEDULER_LISTEN": "127.0.0.1:0", "TRAINYARD_SCHEDULER_METRICS_LISTEN": "127.0.0.1:0",
+        "TRAINYARD_DATASET_ADDRESS": f"127.0.0.1:{dataset.port}",
+    })
+    scheduler, service = scheduler_server.build(scheduler_config)
+    trainer_config = trainer_server.TrainerConfig.from_env({
+        **env, "TRAINYARD_TRAINER_LISTEN": "127.0.0.1:0", "TRAINYARD_TRAINER_METRICS_LISTEN": "127.0.0.1:0",
+        "TRAINYARD_TRAINER_SLOTS": "2",
+    })
+    trainer, runtime = trainer_server.build(trainer_config)
+    assert dataset_config.metrics_listen == scheduler_config.metrics_listen == trainer_config.metrics_listen == "127.0.0.1:0"
+    # What each main() does; here the three share the process, so one endpoint serves them all.
+    endpoint = metrics.serve(scheduler_config.metrics_listen,
+                             metrics.SchedulerCollector(service), metrics.TrainerCollector(runtime))
+    assert endpoint is not None and endpoint.port > 0
+    yield {"dataset": dataset, "scheduler": scheduler, "trainer": trainer, "runtime": runtime, "endpoint": endpoint}
+    endpoint.stop()
+    for running in (trainer, scheduler, dataset):
+        running.stop(0)
+    service.stop()
+
+
+def scrape(endpoint: metrics.MetricsEndpoint) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/metrics", timeout=10) as response:
         assert response.status == 200
         return response.read().decode()
 
@@ -47,102 +86,108 @@ def value(text: str, name: str, **labels: str) -> float:
     return total
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    metrics_ports = {name: free_port() for name in SERVICES}
-    settings = StackSettings(
-        data_dir=tmp_path_factory.mktemp("metrics-stack"),
-        heartbeat_seconds=1.0,
-        extra_env={
-            **{f"TRAINYARD_{name.upper()}_METRICS_LISTEN": f"127.0.0.1:{port}" for name, port in metrics_ports.items()},
-            # No trainer serves compute-gpu-1: a job there waits in its queue.
-            "TRAINYARD_TRAINER_FLAVORS": "free-gpu",
-        },
-    )
-    stack = LocalStack(settings)
-    stack.start()
-    stack.metrics_ports = metrics_ports
-    yield stack
-    stack.stop()
+def handled(text: str, service: str, method: str, code: str) -> float:
+    return value(text, "grpc_server_handled_total", grpc_service=service, grpc_method=method, grpc_code=code)
+
+
+def png(shade: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (shade, 255 - shade, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def test_metrics_follow_rpcs_jobs_and_trainers(stack):
-    ports = stack.metrics_ports
-    client = Client(stack.address("dataset"), stack.address("scheduler"))
+    datasets = ds_grpc.DatasetServiceStub(channel(f"127.0.0.1:{stack['dataset'].port}"))
+    scheduler = sc_grpc.SchedulerServiceStub(channel(f"127.0.0.1:{stack['scheduler'].port}"))
+    trainer = tr_grpc.TrainerServiceStub(channel(f"127.0.0.1:{stack['trainer'].port}"))
+    before = scrape(stack["endpoint"])
 
-    dataset = client.create_dataset("metrics")
-    client.upload_images(dataset.id, [f for f in digit_files(per_class=6) if f[1] in ("0", "1")])
-    with pytest.raises(NotFound):
-        client.get_dataset("no-such-dataset")
-    with pytest.raises(FailedPrecondition):
-        client.create_training_job(dataset.id)  # the free flavor without accepting its terms
-    waiting = client.create_training_job(dataset.id, flavor="compute-gpu-1", max_epochs=1)
-    job = client.create_training_job(dataset.id, accept_free_terms=True, max_epochs=1, preference="performance_first")
-    done = client.wait(job.id)
-    assert done.state == scheduler_pb2.TRAINING_JOB_STATE_COMPLETED, done.error_message
+    # dataset service: a dataset of two classes of six images, and an unknown one
+    dataset = datasets.CreateDataset(ds.CreateDatasetRequest(display_name="metrics")).dataset
 
-    # dataset service: RPCs by method and code, latency histogram, process metrics
-    text = scrape(ports["dataset"])
-    assert value(text, "grpc_server_handled_total", grpc_service=DATASET, grpc_method="CreateDataset", grpc_code="OK") == 1
-    assert value(text, "grpc_server_handled_total", grpc_service=DATASET, grpc_method="UploadImages", grpc_code="OK") == 1
-    assert value(text, "grpc_server_handled_total", grpc_service=DATASET, grpc_method="GetDataset", grpc_code="NOT_FOUND") == 1
-    assert value(text, "grpc_server_handling_seconds_count", grpc_service=DATASET, grpc_method="CreateDataset") == 1
-    assert value(text, "grpc_server_handling_seconds_sum", grpc_service=DATASET, grpc_method="UploadImages") > 0
-    assert value(text, "process_resident_memory_bytes") > 0
-    assert "grpc.health" not in text  # probes are not counted
+    def upload():
+        yield ds.UploadImagesRequest(dataset_id=dataset.id)
+        for i in range(12):
+            yield ds.UploadImagesRequest(header=ds.ImageHeader(file_name=f"{i}.png", label="ab"[i % 2]))
+            yield ds.UploadImagesRequest(chunk=png(10 * i))
 
-    # scheduler: RPCs, jobs by state and flavor, queues, trainer capacity
-    text = scrape(ports["scheduler"])
-    assert value(text, "grpc_server_handled_total", grpc_service=SCHEDULER, grpc_method="CreateTrainingJob", grpc_code="OK") == 2
-    assert value(text, "grpc_server_handled_total", grpc_service=SCHEDULER, grpc_method="CreateTrainingJob",
-                 grpc_code="FAILED_PRECONDITION") == 1
-    assert value(text, "grpc_server_handled_total", grpc_service=SCHEDULER, grpc_method="RegisterTrainer", grpc_code="OK") >= 1
-    assert value(text, "trainyard_scheduler_jobs", state="completed", flavor="free-gpu") == 1
-    assert value(text, "trainyard_scheduler_jobs", state="queued", flavor="compute-gpu-1") == 1
-    assert value(text, "trainyard_scheduler_queue_length", flavor="compute-gpu-1") == 1
-    assert value(text, "trainyard_scheduler_queue_length", flavor="free-gpu") == 0
-    assert value(text, "trainyard_scheduler_oldest_queued_seconds", flavor="compute-gpu-1") > 0
-    assert value(text, "trainyard_scheduler_trainers") == 1
-    assert value(text, "trainyard_scheduler_trainer_slots", flavor="free-gpu") == 1
-    assert value(text, "trainyard_scheduler_trainer_slots", flavor="compute-gpu-1") == 0
+    assert datasets.UploadImages(upload()).stored_count == 12
+    with pytest.raises(grpc.RpcError) as missing:
+        datasets.GetDataset(ds.GetDatasetRequest(dataset_id="no-such-dataset"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
-    client.cancel_job(waiting.id)
-    text = scrape(ports["scheduler"])
-    assert value(text, "trainyard_scheduler_queue_length", flavor="compute-gpu-1") == 0
-    assert value(text, "trainyard_scheduler_jobs", state="cancelled", flavor="compute-gpu-1") == 1
+    # scheduler: a refused job, and a job on a flavor that no trainer serves (it stays queued)
+    with pytest.raises(grpc.RpcError) as refused:
+        scheduler.CreateTrainingJob(sc.CreateTrainingJobRequest(dataset_id=dataset.id, flavor_id="free-gpu"))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # the free flavor's terms not accepted
+    waiting = scheduler.CreateTrainingJob(
+        sc.CreateTrainingJobRequest(dataset_id=dataset.id, flavor_id="compute-gpu-1", max_epochs=1)).training_job
+    scheduler.RegisterTrainer(sc.RegisterTrainerRequest(
+        trainer_id="metrics-trainer", address=f"127.0.0.1:{stack['trainer'].port}", flavor_ids=["free-gpu"], slots=2,
+        device="cpu"))
 
-    # trainer: capacity, slots in use, finished jobs, the RunTraining stream counted when it ended
-    deadline = time.monotonic() + 10
-    while True:  # the stream's access-log line comes after the scheduler has seen the outcome
-        text = scrape(ports["trainer"])
-        if value(text, "grpc_server_handled_total", grpc_service=TRAINER, grpc_method="RunTraining") or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert value(text, "grpc_server_handled_total", grpc_service=TRAINER, grpc_method="RunTraining", grpc_code="OK") >= 1
-    assert value(text, "trainyard_trainer_slots") == 1
-    assert value(text, "trainyard_trainer_slots_in_use") == 0
-    assert value(text, "trainyard_trainer_jobs_finished_total") == 1
-    assert value(text, "trainyard_trainer_images_per_second") == 0
-
-
-def test_trainer_collector_reports_running_jobs():
-    runtime = TrainerRuntime(objects=None, slots=2)  # type: ignore[arg-type] - the collector never touches S3
-    spec = JobSpec(job_id="job-1", dataset_id="d", dataset_version="v1", manifest_key="m", preference="balance",
-                   seed=0, deadline=time.time() + 60, deadline_reason="DURATION_LIMIT", init_artifact_prefix="",
-                   artifact_prefix="a/", max_epochs=1)
-    running = JobRun(spec)
+    # trainer: two refused calls, and a job in progress (as a training thread leaves it)
+    with pytest.raises(grpc.RpcError) as bad:
+        trainer.Predict(tr.PredictRequest())
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as unknown:
+        trainer.StopTraining(tr.StopTrainingRequest(job_id="no-such-job"))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    spec = JobSpec(job_id="job-metrics", dataset_id=dataset.id, dataset_version="v1", manifest_key="m",
+                   preference="balance", seed=0, deadline=time.time() + 60, deadline_reason="DURATION_LIMIT",
+                   init_artifact_prefix="", artifact_prefix="a/", max_epochs=1)
+    running, finished = JobRun(spec), JobRun(spec)
     running.emit("progress", {"epoch": 1, "imagesPerSecond": 120.0})
     running.emit("progress", {"epoch": 2, "imagesPerSecond": 150.5})
-    finished = JobRun(spec)
     finished.emit("outcome", {"stopReason": "STOP_REASON_CONVERGED"})
-    runtime._jobs.update({"job-1": running, "job-0": finished})
+    stack["runtime"]._jobs.update({"job-metrics": running, "job-metrics-0": finished})
 
-    registry = CollectorRegistry()
-    registry.register(metrics.TrainerCollector(runtime))
-    assert registry.get_sample_value("trainyard_trainer_slots") == 2
-    assert registry.get_sample_value("trainyard_trainer_slots_in_use") == 1
-    assert registry.get_sample_value("trainyard_trainer_images_per_second") == 150.5  # the latest report
-    assert registry.get_sample_value("trainyard_trainer_jobs_finished_total", {"stop_reason": "converged"}) == 1
+    after = scrape(stack["endpoint"])
+
+    def moved(service: str, method: str, code: str) -> float:
+        return handled(after, service, method, code) - handled(before, service, method, code)
+
+    # RPCs by method and code, errors included; latency histograms; process metrics
+    assert moved(DATASET, "CreateDataset", "OK") == 1
+    assert moved(DATASET, "UploadImages", "OK") == 1
+    assert moved(DATASET, "GetDataset", "NOT_FOUND") == 1
+    assert moved(SCHEDULER, "CreateTrainingJob", "FAILED_PRECONDITION") == 1
+    assert moved(SCHEDULER, "CreateTrainingJob", "OK") == 1
+    assert moved(SCHEDULER, "RegisterTrainer", "OK") == 1
+    assert moved(TRAINER, "Predict", "INVALID_ARGUMENT") == 1
+    assert moved(TRAINER, "StopTraining", "NOT_FOUND") == 1
+    assert moved(DATASET, "PublishVersion", "OK") == 1  # the scheduler's call, for the queued job
+    count = "grpc_server_handling_seconds_count"
+    assert (value(after, count, grpc_service=DATASET, grpc_method="UploadImages", grpc_code="OK")
+            - value(before, count, grpc_service=DATASET, grpc_method="UploadImages", grpc_code="OK")) == 1
+    assert value(after, "grpc_server_handling_seconds_sum", grpc_service=DATASET, grpc_method="UploadImages") > 0
+    assert value(after, "process_resident_memory_bytes") > 0
+    assert "grpc.health" not in after  # health checks (the probes) are not counted
+
+    # scheduler: jobs by state and flavor, queues, registered capacity
+    assert value(after, "trainyard_scheduler_jobs", state="queued", flavor="compute-gpu-1") == 1
+    assert value(after, "trainyard_scheduler_queue_length", flavor="compute-gpu-1") == 1
+    assert value(after, "trainyard_scheduler_queue_length", flavor="free-gpu") == 0
+    assert value(after, "trainyard_scheduler_oldest_queued_seconds", flavor="compute-gpu-1") > 0
+    assert value(after, "trainyard_scheduler_trainers") == 1
+    assert value(after, "trainyard_scheduler_trainer_slots", flavor="free-gpu") == 2
+    assert value(after, "trainyard_scheduler_trainer_slots", flavor="compute-gpu-1") == 0
+
+    # trainer: capacity, slots in use, throughput of the running job, finished jobs
+    assert value(after, "trainyard_trainer_slots") == 2
+    assert value(after, "trainyard_trainer_slots_in_use") == 1
+    assert value(after, "trainyard_trainer_images_per_second") == 150.5  # the latest report
+    assert value(after, "trainyard_trainer_jobs_finished_total", stop_reason="converged") == 1
+
+    # the gauges follow the state at each scrape
+    scheduler.CancelTrainingJob(sc.CancelTrainingJobRequest(job_id=waiting.id))
+    running.emit("outcome", {"stopReason": "STOP_REASON_CANCELLED"})
+    later = scrape(stack["endpoint"])
+    assert value(later, "trainyard_scheduler_queue_length", flavor="compute-gpu-1") == 0
+    assert value(later, "trainyard_scheduler_jobs", state="cancelled", flavor="compute-gpu-1") == 1
+    assert value(later, "trainyard_trainer_slots_in_use") == 0
+    assert value(later, "trainyard_trainer_images_per_second") == 0
+    assert value(later, "trainyard_trainer_jobs_finished_total") == 2
 
 
 def test_a_failing_collector_costs_its_own_figures_only():
@@ -150,9 +195,10 @@ def test_a_failing_collector_costs_its_own_figures_only():
         def _collect(self):
             raise RuntimeError("database is locked")
 
-    before = metrics.REGISTRY.get_sample_value("trainyard_metrics_collect_errors_total", {"collector": "scheduler"}) or 0
+    errors = "trainyard_metrics_collect_errors_total"
+    before = metrics.REGISTRY.get_sample_value(errors, {"collector": "scheduler"}) or 0
     assert list(Broken(service=None).collect()) == []  # type: ignore[arg-type]
-    assert metrics.REGISTRY.get_sample_value("trainyard_metrics_collect_errors_total", {"collector": "scheduler"}) == before + 1
+    assert metrics.REGISTRY.get_sample_value(errors, {"collector": "scheduler"}) == before + 1
 
 
 def test_metrics_listen_addresses():

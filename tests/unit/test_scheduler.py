@@ -69,6 +69,9 @@ class FakeTrainer:
     def predict(self, address, artifact_prefix, images, top_k):
         return [[("a", 1.0)] for _ in images]
 
+    def artifact(self, address, artifact_prefix, name):
+        yield f"{artifact_prefix}{name}".encode()
+
 
 def make(tmp_path: Path, trainer: FakeTrainer | None = None, **settings) -> tuple[SchedulerService, FakeDatasets, FakeTrainer]:
     datasets, trainer = FakeDatasets(), trainer or FakeTrainer()

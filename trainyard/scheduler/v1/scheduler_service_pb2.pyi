@@ -164,6 +164,22 @@ class PredictResponse(_message.Message):
     predictions: _containers.RepeatedCompositeFieldContainer[_trainer_pb2.Prediction]
     def __init__(self, predictions: _Optional[_Iterable[_Union[_trainer_pb2.Prediction, _Mapping]]] = ...) -> None: ...
 
+class DownloadModelArtifactRequest(_message.Message):
+    __slots__ = ("dataset_id", "version", "name")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    version: str
+    name: str
+    def __init__(self, dataset_id: _Optional[str] = ..., version: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class DownloadModelArtifactResponse(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
+
 class GetUsageRequest(_message.Message):
     __slots__ = ("start_time", "end_time")
     START_TIME_FIELD_NUMBER: _ClassVar[int]

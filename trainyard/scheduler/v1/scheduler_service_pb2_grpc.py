@@ -80,6 +80,11 @@ class SchedulerServiceStub:
                 request_serializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PredictRequest.SerializeToString,
                 response_deserializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.DownloadModelArtifact = channel.unary_stream(
+                '/trainyard.scheduler.v1.SchedulerService/DownloadModelArtifact',
+                request_serializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DownloadModelArtifactRequest.SerializeToString,
+                response_deserializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DownloadModelArtifactResponse.FromString,
+                _registered_method=True)
         self.GetUsage = channel.unary_unary(
                 '/trainyard.scheduler.v1.SchedulerService/GetUsage',
                 request_serializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetUsageRequest.SerializeToString,
@@ -171,6 +176,15 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadModelArtifact(self, request, context):
+        """Streams one artifact of a model version (see TrainerService.GetArtifact for the names).
+        NOT_FOUND for an unknown version or artifact; INVALID_ARGUMENT for a bad name;
+        UNAVAILABLE when no trainer is registered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetUsage(self, request, context):
         """Sums billed seconds and cost of the jobs that ended in a period, per tenant and flavor.
         INVALID_ARGUMENT if end_time is not after start_time.
@@ -234,6 +248,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PredictRequest.FromString,
                     response_serializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PredictResponse.SerializeToString,
+            ),
+            'DownloadModelArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadModelArtifact,
+                    request_deserializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DownloadModelArtifactRequest.FromString,
+                    response_serializer=trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DownloadModelArtifactResponse.SerializeToString,
             ),
             'GetUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsage,
@@ -490,6 +509,33 @@ class SchedulerService:
             '/trainyard.scheduler.v1.SchedulerService/Predict',
             trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PredictRequest.SerializeToString,
             trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadModelArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/trainyard.scheduler.v1.SchedulerService/DownloadModelArtifact',
+            trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DownloadModelArtifactRequest.SerializeToString,
+            trainyard_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DownloadModelArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,7 +26,7 @@ from trainyard.common.v1 import training_pb2 as trainyard_dot_common_dot_v1_dot_
 from trainyard.trainer.v1 import trainer_pb2 as trainyard_dot_trainer_dot_v1_dot_trainer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*trainyard/trainer/v1/trainer_service.proto\x12\x14trainyard.trainer.v1\x1a\"trainyard/common/v1/training.proto\x1a\"trainyard/trainer/v1/trainer.proto\"s\n\x12RunTrainingRequest\x12\x30\n\x04spec\x18\x01 \x01(\x0b\x32\".trainyard.trainer.v1.TrainingSpec\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x13\n\x0b\x61ttach_only\x18\x03 \x01(\x08\"H\n\x13RunTrainingResponse\x12\x31\n\x05\x65vent\x18\x01 \x01(\x0b\x32\".trainyard.trainer.v1.TrainerEvent\"V\n\x13StopTrainingRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12/\n\x06reason\x18\x02 \x01(\x0e\x32\x1f.trainyard.common.v1.StopReason\"(\n\x14StopTrainingResponse\x12\x10\n\x08stopping\x18\x01 \x01(\x08\"H\n\x0ePredictRequest\x12\x17\n\x0f\x61rtifact_prefix\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\r\n\x05top_k\x18\x03 \x01(\x05\"H\n\x0fPredictResponse\x12\x35\n\x0bpredictions\x18\x01 \x03(\x0b\x32 .trainyard.trainer.v1.Prediction2\xb5\x02\n\x0eTrainerService\x12\x64\n\x0bRunTraining\x12(.trainyard.trainer.v1.RunTrainingRequest\x1a).trainyard.trainer.v1.RunTrainingResponse0\x01\x12\x65\n\x0cStopTraining\x12).trainyard.trainer.v1.StopTrainingRequest\x1a*.trainyard.trainer.v1.StopTrainingResponse\x12V\n\x07Predict\x12$.trainyard.trainer.v1.PredictRequest\x1a%.trainyard.trainer.v1.PredictResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*trainyard/trainer/v1/trainer_service.proto\x12\x14trainyard.trainer.v1\x1a\"trainyard/common/v1/training.proto\x1a\"trainyard/trainer/v1/trainer.proto\"s\n\x12RunTrainingRequest\x12\x30\n\x04spec\x18\x01 \x01(\x0b\x32\".trainyard.trainer.v1.TrainingSpec\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x13\n\x0b\x61ttach_only\x18\x03 \x01(\x08\"H\n\x13RunTrainingResponse\x12\x31\n\x05\x65vent\x18\x01 \x01(\x0b\x32\".trainyard.trainer.v1.TrainerEvent\"V\n\x13StopTrainingRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12/\n\x06reason\x18\x02 \x01(\x0e\x32\x1f.trainyard.common.v1.StopReason\"(\n\x14StopTrainingResponse\x12\x10\n\x08stopping\x18\x01 \x01(\x08\"H\n\x0ePredictRequest\x12\x17\n\x0f\x61rtifact_prefix\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\r\n\x05top_k\x18\x03 \x01(\x05\"H\n\x0fPredictResponse\x12\x35\n\x0bpredictions\x18\x01 \x03(\x0b\x32 .trainyard.trainer.v1.Prediction\";\n\x12GetArtifactRequest\x12\x17\n\x0f\x61rtifact_prefix\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"$\n\x13GetArtifactResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x32\x9b\x03\n\x0eTrainerService\x12\x64\n\x0bRunTraining\x12(.trainyard.trainer.v1.RunTrainingRequest\x1a).trainyard.trainer.v1.RunTrainingResponse0\x01\x12\x65\n\x0cStopTraining\x12).trainyard.trainer.v1.StopTrainingRequest\x1a*.trainyard.trainer.v1.StopTrainingResponse\x12V\n\x07Predict\x12$.trainyard.trainer.v1.PredictRequest\x1a%.trainyard.trainer.v1.PredictResponse\x12\x64\n\x0bGetArtifact\x12(.trainyard.trainer.v1.GetArtifactRequest\x1a).trainyard.trainer.v1.GetArtifactResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTREQUEST']._serialized_end=533
   _globals['_PREDICTRESPONSE']._serialized_start=535
   _globals['_PREDICTRESPONSE']._serialized_end=607
-  _globals['_TRAINERSERVICE']._serialized_start=610
-  _globals['_TRAINERSERVICE']._serialized_end=919
+  _globals['_GETARTIFACTREQUEST']._serialized_start=609
+  _globals['_GETARTIFACTREQUEST']._serialized_end=668
+  _globals['_GETARTIFACTRESPONSE']._serialized_start=670
+  _globals['_GETARTIFACTRESPONSE']._serialized_end=706
+  _globals['_TRAINERSERVICE']._serialized_start=709
+  _globals['_TRAINERSERVICE']._serialized_end=1120
 # @@protoc_insertion_point(module_scope)

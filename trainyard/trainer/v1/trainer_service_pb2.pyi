@@ -53,3 +53,17 @@ class PredictResponse(_message.Message):
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     predictions: _containers.RepeatedCompositeFieldContainer[_trainer_pb2.Prediction]
     def __init__(self, predictions: _Optional[_Iterable[_Union[_trainer_pb2.Prediction, _Mapping]]] = ...) -> None: ...
+
+class GetArtifactRequest(_message.Message):
+    __slots__ = ("artifact_prefix", "name")
+    ARTIFACT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    artifact_prefix: str
+    name: str
+    def __init__(self, artifact_prefix: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class GetArtifactResponse(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...

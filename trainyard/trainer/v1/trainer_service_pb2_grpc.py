@@ -50,6 +50,11 @@ class TrainerServiceStub:
                 request_serializer=trainyard_dot_trainer_dot_v1_dot_trainer__service__pb2.PredictRequest.SerializeToString,
                 response_deserializer=trainyard_dot_trainer_dot_v1_dot_trainer__service__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.GetArtifact = channel.unary_stream(
+                '/trainyard.trainer.v1.TrainerService/GetArtifact',
+                request_serializer=trainyard_dot_trainer_dot_v1_dot_trainer__service__pb2.GetArtifactRequest.SerializeToString,
+                response_deserializer=trainyard_dot_trainer_dot_v1_dot_trainer__service__pb2.GetArtifactResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -83,6 +88,14 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetArtifact(self, request, context):
+        """Streams one artifact of a trained model (weights, export, metrics, plots) in chunks.
+        INVALID_ARGUMENT for a name that is not an artifact; NOT_FOUND if it does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +113,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=trainyard_dot_trainer_dot_v1_dot_trainer__service__pb2.PredictRequest.FromString,
                     response_serializer=trainyard_dot_trainer_dot_v1_dot_trainer__service__pb2.PredictResponse.SerializeToString,
+            ),
+            'GetArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetArtifact,
+                    request_deserializer=trainyard_dot_trainer_dot_v1_dot_trainer__service__pb2.GetArtifactRequest.FromString,
+                    response_serializer=trainyard_dot_trainer_dot_v1_dot_trainer__service__pb2.GetArtifactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -184,6 +202,33 @@ class TrainerService:
             '/trainyard.trainer.v1.TrainerService/Predict',
             trainyard_dot_trainer_dot_v1_dot_trainer__service__pb2.PredictRequest.SerializeToString,
             trainyard_dot_trainer_dot_v1_dot_trainer__service__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/trainyard.trainer.v1.TrainerService/GetArtifact',
+            trainyard_dot_trainer_dot_v1_dot_trainer__service__pb2.GetArtifactRequest.SerializeToString,
+            trainyard_dot_trainer_dot_v1_dot_trainer__service__pb2.GetArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,
