@@ -18,7 +18,12 @@ class FieldViolation:
 
 
 class TrainyardError(Exception):
-    """Base of every error a user may see; its message is written for people."""
+    """Base of every error a user may see; its message is written for people.
+
+    `code` is the gRPC status code name the error travels as (one place decides).
+    """
+
+    code = "UNKNOWN"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -27,6 +32,8 @@ class TrainyardError(Exception):
 
 class InvalidArgument(TrainyardError):
     """The request itself is wrong; names every offending field."""
+
+    code = "INVALID_ARGUMENT"
 
     def __init__(self, message: str, violations: list[FieldViolation] | None = None) -> None:
         super().__init__(message)
@@ -40,9 +47,13 @@ class InvalidArgument(TrainyardError):
 class NotFound(TrainyardError):
     """The named resource does not exist (or is not visible to the caller)."""
 
+    code = "NOT_FOUND"
+
 
 class AlreadyExists(TrainyardError):
     """A resource with that name exists already."""
+
+    code = "ALREADY_EXISTS"
 
 
 class FailedPrecondition(TrainyardError):
@@ -52,6 +63,8 @@ class FailedPrecondition(TrainyardError):
     user can fix them all at once.
     """
 
+    code = "FAILED_PRECONDITION"
+
     def __init__(self, message: str, violations: list[str] | None = None) -> None:
         super().__init__(message)
         self.violations = violations or []
@@ -60,14 +73,22 @@ class FailedPrecondition(TrainyardError):
 class ResourceExhausted(TrainyardError):
     """A limit or quota is exceeded; the message names the limit."""
 
+    code = "RESOURCE_EXHAUSTED"
+
 
 class Unavailable(TrainyardError):
     """A dependency (object store, another service) cannot be reached right now."""
+
+    code = "UNAVAILABLE"
 
 
 class Aborted(TrainyardError):
     """A concurrent change won; the caller may retry."""
 
+    code = "ABORTED"
+
 
 class OutOfRange(TrainyardError):
     """A position (a sequence number, an offset) lies outside what is kept."""
+
+    code = "OUT_OF_RANGE"

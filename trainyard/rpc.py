@@ -31,14 +31,11 @@ log = structlog.get_logger("trainyard.rpc")
 MAX_MESSAGE_BYTES = 16 * 2**20
 
 _CODES: dict[type[errors.TrainyardError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.Aborted: grpc.StatusCode.ABORTED,
-    errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    cls: grpc.StatusCode[cls.code]
+    for cls in (
+        errors.InvalidArgument, errors.NotFound, errors.AlreadyExists, errors.FailedPrecondition,
+        errors.ResourceExhausted, errors.Unavailable, errors.Aborted, errors.OutOfRange,
+    )
 }
 
 
@@ -264,7 +261,9 @@ def domain_error(exc: grpc.RpcError) -> errors.TrainyardError:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return errors.Unavailable(message or "service unavailable")
     if cls is None:
-        return errors.TrainyardError(message or code.name)
+        error = errors.TrainyardError(message or code.name)
+        error.code = code.name
+        return error
     status = rpc_status.from_call(exc) if hasattr(exc, "trailing_metadata") else None
     if cls is errors.InvalidArgument:
         violations = []

@@ -33,7 +33,7 @@ def run_demo(data_dir: Path, max_minutes: int = 60) -> int:
             task = progress.add_task("importing", total=count)
             client.upload_folder(dataset.id, folder, on_batch=lambda r, done, total: progress.update(task, completed=done))
         report = client.check_trainability(dataset.id)
-        console.print(f"[bold]3.[/] imported into dataset {dataset.id}: {sum(c.image_count for c in report.classes)} labeled "
+        console.print(f"[bold]3.[/] imported into dataset {dataset.id}: {sum(report.classes.values())} labeled "
                       f"images in {len(report.classes)} classes; trainable: {report.trainable}")
         flavor = next(f for f in client.list_flavors() if f.id == "free-gpu")
         console.print(f"[bold]4.[/] training with the defaults (ratio 0.8, {max_minutes} min, balance, {flavor.display_name}); "

@@ -8,6 +8,7 @@ Exit codes: 0 success; 1 a request failed (the message says why); 2 bad usage;
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,6 @@ from pathlib import Path
 from trainyard.cli import display
 from trainyard.cli.display import console
 from trainyard.errors import FailedPrecondition, InvalidArgument, TrainyardError
-from trainyard.scheduler.v1 import scheduler_pb2
 from trainyard.sdk import Client
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_JOB_FAILED, EXIT_DETACHED = 0, 1, 2, 3, 4
@@ -34,6 +34,7 @@ def cmd_dev_up(args) -> int:
     if args.data_dir:
         settings.data_dir = Path(args.data_dir)
     stack = LocalStack(settings)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # stop cleanly on SIGTERM too
     with console.status("starting the S3 server and the services…"):
         stack.start()
     table = display.Table(title="Trainyard local stack")
@@ -66,14 +67,17 @@ def cmd_demo(args) -> int:
 # datasets ------------------------------------------------------------------------
 def cmd_dataset_create(args) -> int:
     ds = _client(args).create_dataset(args.name, args.description)
-    console.print(display.as_json(ds) if args.json else f"created dataset {ds.display_name} ({ds.id})")
+    if args.json:
+        display.print_json(ds)
+    else:
+        console.print(f"created dataset {ds.display_name} ({ds.id})")
     return EXIT_OK
 
 
 def cmd_dataset_list(args) -> int:
     datasets = _client(args).list_datasets()
     if args.json:
-        console.print_json(data=[_dict(d) for d in datasets])
+        display.print_json(datasets)
         return EXIT_OK
     table = display.Table(title="Datasets")
     for column in ("id", "name", "images", "labeled", "versions"):
@@ -99,11 +103,11 @@ def cmd_dataset_import(args) -> int:
     totals = {"stored": 0, "duplicate": 0, "rejected": 0}
     rejected = []
 
-    def count(response) -> None:
-        totals["stored"] += response.stored_count
-        totals["duplicate"] += response.duplicate_count
-        totals["rejected"] += response.rejected_count
-        rejected.extend(r for r in response.results if r.reason)
+    def count(summary) -> None:
+        totals["stored"] += summary.stored
+        totals["duplicate"] += summary.duplicates
+        totals["rejected"] += summary.rejected
+        rejected.extend(r for r in summary.results if r.reason)
 
     if source.is_dir():
         with display.Progress(console=console) as progress:
@@ -134,13 +138,13 @@ def cmd_dataset_import(args) -> int:
 def cmd_dataset_check(args) -> int:
     report = _client(args).check_trainability(args.dataset)
     if args.json:
-        console.print(display.as_json(report))
+        display.print_json(report)
         return EXIT_OK if report.trainable else EXIT_ERROR
     table = display.Table(title=f"Labeled images of {args.dataset}")
     table.add_column("class")
     table.add_column("images", justify="right")
-    for c in report.classes:
-        table.add_row(c.label, str(c.image_count))
+    for label, count in report.classes.items():
+        table.add_row(label, str(count))
     console.print(table)
     if report.unlabeled_image_count:
         console.print(f"{report.unlabeled_image_count} unlabeled images (not used for training)")
@@ -148,25 +152,25 @@ def cmd_dataset_check(args) -> int:
         console.print("[green]ready to train[/]")
         return EXIT_OK
     console.print("[red]not ready to train:[/]")
-    for v in report.violations:
-        console.print(f"  • {v.message}")
+    for violation in report.violations:
+        console.print(f"  • {violation}")
     return EXIT_ERROR
 
 
 def cmd_dataset_stats(args) -> int:
     report = _client(args).check_trainability(args.dataset)
     if args.json:
-        console.print(display.as_json(report))
+        display.print_json(report)
         return EXIT_OK
     table = display.Table(title=f"Classes of {args.dataset}")
     table.add_column("class")
     table.add_column("labeled images", justify="right")
     table.add_column("share", justify="right")
-    total = sum(c.image_count for c in report.classes) or 1
-    for c in report.classes:
-        table.add_row(c.label, str(c.image_count), f"{c.image_count / total:.1%}")
+    labeled = sum(report.classes.values())
+    for label, count in report.classes.items():
+        table.add_row(label, str(count), f"{count / max(labeled, 1):.1%}")
     console.print(table)
-    console.print(f"{sum(c.image_count for c in report.classes)} labeled, {report.unlabeled_image_count} unlabeled")
+    console.print(f"{labeled} labeled, {report.unlabeled_image_count} unlabeled")
     return EXIT_OK
 
 
@@ -206,7 +210,7 @@ def cmd_dataset_rename_class(args) -> int:
 def cmd_dataset_diff(args) -> int:
     diff = _client(args).diff_versions(args.dataset, args.base, args.target)
     if args.json:
-        console.print(display.as_json(diff))
+        console.print_json(data=_dict(diff))
         return EXIT_OK
     console.print(f"{args.base} → {args.target}: {len(diff.added_image_ids)} added, {len(diff.removed_image_ids)} removed, "
                   f"{len(diff.relabeled)} relabeled")
@@ -237,22 +241,24 @@ def cmd_dataset_delete(args) -> int:
 
 def cmd_dataset_publish(args) -> int:
     v = _client(args).publish_version(args.dataset, args.name, args.ratio, args.seed)
-    console.print(display.as_json(v) if args.json else
-                  f"published version {v.name}: {v.train_count} training, {v.validation_count} validation images")
+    if args.json:
+        display.print_json(v)
+    else:
+        console.print(f"published version {v.name}: {v.train_count} training, {v.validation_count} validation images")
     return EXIT_OK
 
 
 def cmd_dataset_versions(args) -> int:
     versions = _client(args).list_versions(args.dataset)
     if args.json:
-        console.print_json(data=[_dict(v) for v in versions])
+        display.print_json(versions)
         return EXIT_OK
     table = display.Table(title=f"Versions of {args.dataset}")
     for column in ("version", "ratio", "seed", "train", "validation", "classes", "parent", "created"):
         table.add_column(column)
     for v in versions:
         table.add_row(v.name, v.train_ratio, str(v.seed), str(v.train_count), str(v.validation_count),
-                      str(len(v.classes)), v.parent_version, v.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"))
+                      str(len(v.classes)), v.parent_version, v.create_time.strftime("%Y-%m-%d %H:%M:%S") if v.create_time else "")
     console.print(table)
     return EXIT_OK
 
@@ -262,9 +268,9 @@ def cmd_train(args) -> int:
     client = _client(args)
     accept = args.accept_free_terms
     flavors = {f.id: f for f in client.list_flavors()}
-    flavor_id = args.flavor or next((f.id for f in flavors.values() if f.kind == scheduler_pb2.FLAVOR_KIND_FREE), "")
+    flavor_id = args.flavor or next((f.id for f in flavors.values() if f.kind == "free"), "")
     flavor = flavors.get(flavor_id)
-    if flavor is not None and flavor.kind == scheduler_pb2.FLAVOR_KIND_FREE and not accept:
+    if flavor is not None and flavor.kind == "free" and not accept:
         console.print(f"[bold]{flavor.display_name}[/] terms:\n{flavor.terms}")
         if not sys.stdin.isatty():
             console.print("[red]the free flavor needs your agreement: pass --accept-free-terms[/]")
@@ -294,8 +300,8 @@ def follow(client: Client, job_id: str, after: int = 0) -> int:
         console.print(f"\ndetached; the job keeps running. Re-attach with: trainyard jobs watch {job_id}")
         return EXIT_DETACHED
     job = client.get_job(job_id)
-    if job.state != scheduler_pb2.TRAINING_JOB_STATE_COMPLETED:
-        console.print(f"[red]job {display.state_name(job.state)}[/]: {job.error_message or display.reason_name(job.stop_reason)}")
+    if job.state != "completed":
+        console.print(f"[red]job {job.state}[/]: {job.error_message or display.words(job.stop_reason)}")
         return EXIT_JOB_FAILED
     for table in display.evaluation_tables(client.get_model_version(job.dataset_id, job.model_version)):
         console.print(table)
@@ -305,7 +311,7 @@ def follow(client: Client, job_id: str, after: int = 0) -> int:
 def cmd_jobs_list(args) -> int:
     jobs = _client(args).list_jobs(args.dataset or "")
     if args.json:
-        console.print_json(data=[_dict(j) for j in jobs])
+        display.print_json(jobs)
     else:
         console.print(display.job_table(jobs))
     return EXIT_OK
@@ -313,7 +319,21 @@ def cmd_jobs_list(args) -> int:
 
 def cmd_jobs_show(args) -> int:
     job = _client(args).get_job(args.job)
-    console.print(display.as_json(job))
+    if args.json:
+        display.print_json(job)
+        return EXIT_OK
+    table = display.Table(title=f"Training job {job.id}")
+    table.add_column("field")
+    table.add_column("value")
+    rows = [("dataset", job.dataset_id), ("state", job.state), ("stop reason", display.words(job.stop_reason)),
+            ("error", job.error_message), ("queue position", str(job.queue_position or "")), ("waiting because", job.wait_reason),
+            ("model version", job.model_version), ("duration limit", f"{job.duration_limit.total_seconds() / 60:g} min"),
+            ("billed", f"{job.billed_seconds:.0f} s, cost {job.cost:.4f}"), ("events", str(job.last_sequence))]
+    rows += [(name.replace("_", " "), str(value)) for name, value in display.plain(job.parameters).items()]
+    for name, value in rows:
+        if value:
+            table.add_row(name, value)
+    console.print(table)
     return EXIT_OK
 
 
@@ -323,20 +343,20 @@ def cmd_jobs_watch(args) -> int:
 
 def cmd_jobs_cancel(args) -> int:
     job = _client(args).cancel_job(args.job)
-    console.print(f"job {job.id}: {display.state_name(job.state)}")
+    console.print(f"job {job.id}: {job.state}")
     return EXIT_OK
 
 
 def cmd_flavors(args) -> int:
     flavors = _client(args).list_flavors()
     if args.json:
-        console.print_json(data=[_dict(f) for f in flavors])
+        display.print_json(flavors)
         return EXIT_OK
     table = display.Table(title="Compute flavors")
     for column in ("id", "name", "kind", "price/h", "capacity", "in use", "queued", "quota/tenant"):
         table.add_column(column)
     for f in flavors:
-        table.add_row(f.id, f.display_name, scheduler_pb2.FlavorKind.Name(f.kind).removeprefix("FLAVOR_KIND_").lower(),
+        table.add_row(f.id, f.display_name, display.words(f.kind),
                       f"{f.price_per_hour:.2f}", str(f.capacity), str(f.slots_in_use), str(f.queue_length),
                       str(f.tenant_concurrency_quota or "∞"))
     console.print(table)
@@ -345,25 +365,19 @@ def cmd_flavors(args) -> int:
 
 # models --------------------------------------------------------------------------
 def cmd_models_list(args) -> int:
-    versions = _client(args).list_model_versions(args.dataset)
+    client = _client(args)
+    versions = client.list_model_versions(args.dataset)
     if args.json:
-        console.print_json(data=[_dict(v) for v in versions])
+        display.print_json(versions)
         return EXIT_OK
-    table = display.Table(title=f"Model versions of {args.dataset}")
-    for column in ("version", "accuracy", "precision (macro)", "recall (macro)", "F1 (macro)", "arch", "data", "stop", "job"):
-        table.add_column(column)
-    for v in versions:
-        e = v.evaluation
-        table.add_row(v.version, f"{e.accuracy:.4f}", f"{e.macro.precision:.4f}", f"{e.macro.recall:.4f}",
-                      f"{e.macro.f1:.4f}", v.architecture, v.dataset_version, display.reason_name(v.stop_reason), v.job_id)
-    console.print(table)
+    console.print(display.models_table(args.dataset, versions, client.best_model_version(args.dataset)))
     return EXIT_OK
 
 
 def cmd_models_show(args) -> int:
     mv = _client(args).get_model_version(args.dataset, args.version)
     if args.json:
-        console.print(display.as_json(mv))
+        display.print_json(mv)
         return EXIT_OK
     for table in display.evaluation_tables(mv):
         console.print(table)

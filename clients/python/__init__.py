@@ -7,9 +7,10 @@
     job = client.create_training_job(ds.id, accept_free_terms=True)
     for event in client.watch(job.id):
         ...
-    print(client.get_model_version(ds.id, client.wait(job.id).model_version).evaluation)
+    print(client.get_model_version(ds.id, client.wait(job.id).model_version).evaluation.accuracy)
 """
 
+from trainyard.sdk import types
 from trainyard.sdk.client import Client, default_addresses
 
-__all__ = ["Client", "default_addresses"]
+__all__ = ["Client", "default_addresses", "types"]

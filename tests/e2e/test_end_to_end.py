@@ -10,7 +10,6 @@ import pytest
 
 from trainyard.errors import FailedPrecondition, InvalidArgument
 from trainyard.sample_data import digit_files, write_digits
-from trainyard.scheduler.v1 import scheduler_pb2
 from trainyard.sdk import Client
 from trainyard.stack.local import LocalStack, StackSettings
 
@@ -35,27 +34,29 @@ def client(stack) -> Client:
 def digits(client):
     ds = client.create_dataset("digits-e2e")
     response = client.upload_images(ds.id, digit_files(per_class=15))
-    assert response.stored_count == 150
+    assert response.stored == 150
     return ds
 
 
 def test_upload_train_watch_metrics(client, digits):
     job = client.create_training_job(digits.id, accept_free_terms=True, max_epochs=2, preference="performance_first")
-    assert job.state == scheduler_pb2.TRAINING_JOB_STATE_QUEUED
+    assert (job.state, job.queue_position) == ("queued", 1)
     events = list(client.watch(job.id))
-    kinds = [e.WhichOneof("kind") for e in events]
+    kinds = [e.kind for e in events]
     assert "progress" in kinds and "result" in kinds
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert events[-1].final
     done = client.get_job(job.id)
-    assert done.state == scheduler_pb2.TRAINING_JOB_STATE_COMPLETED, done.error_message
+    assert done.state == "completed", done.error_message
+    assert done.final and done.stop_reason == "converged"
     mv = client.get_model_version(digits.id, done.model_version)
     assert mv.version == done.model_version and mv.version.startswith("V")
     ev = mv.evaluation
     assert ev.validation_samples == 30
     assert 0.0 <= ev.accuracy <= 1.0 and len(ev.classes) == 10
     assert sum(c.support for c in ev.classes) == 30
-    assert sum(ev.confusion_matrix.counts) == 30
+    assert sum(map(sum, ev.confusion_matrix)) == 30
+    assert events[-2].kind == "result" and events[-2].model_version.version == mv.version
     assert mv.artifact_prefix
     # the model serves predictions right away
     predictions = client.predict(digits.id, mv.version, [digit_files(per_class=1)[3][2]], top_k=3)
@@ -138,7 +139,7 @@ def test_cli_dataset_commands(stack, tmp_path):
     manifest.write_text("\n".join(lines))
     assert "10 stored, 60 duplicates" in cli("dataset", "import", str(manifest), "--dataset", "zipped").stdout
     stats = json.loads(cli("dataset", "stats", "zipped", "--json").stdout)
-    assert sum(int(c["image_count"]) for c in stats["classes"]) == 70
+    assert sum(stats["classes"].values()) == 70
     assert cli("dataset", "publish", "zipped", "--name", "a").returncode == 0
     image = json.loads(cli("dataset", "images", "zipped", "--label", "3", "--json").stdout)[0]["id"]
     assert "1 label(s) changed" in cli("dataset", "label", "zipped", f"{image}=8").stdout

@@ -16,6 +16,7 @@ import { toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 
 import {
+  imagesInFolder,
   TrainingJobEventSchema,
   TrainingJobSchema,
   TrainingJobState,
@@ -42,9 +43,10 @@ const client = TrainyardClient.connect({
   schedulerAddress: args["scheduler-address"],
 });
 
-// A refusal names every reason: an empty dataset fails S1 more than once.
-const empty = await client.createDataset(`${args["dataset-name"]}-empty`);
-const refusal = await client.createTrainingJob(empty.id, { acceptFreeTerms: true }).then(
+// A refusal names every reason: three images of one class fail two S1 rules.
+const small = await client.createDataset(`${args["dataset-name"]}-small`);
+await client.uploadImages(small.id, (await imagesInFolder(args.images)).slice(0, 3));
+const refusal = await client.createTrainingJob(small.id, { acceptFreeTerms: true }).then(
   () => undefined,
   (error: unknown) => ({ code: error instanceof ConnectError ? Code[error.code] : String(error), violations: violations(error) }),
 );

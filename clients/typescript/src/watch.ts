@@ -28,9 +28,10 @@ export interface WatchOptions {
 /**
  * The job's events after `afterSequence`, up to and including the final one.
  *
- * A dropped connection (UNAVAILABLE, or a reset socket) is not an error: the
- * watch starts again after the last sequence it yielded, and only fails once the
- * server has been unreachable for `reconnectMs`. Any other error (NOT_FOUND,
+ * A lost connection (see isConnectionLost: UNAVAILABLE, or a stream the HTTP/2
+ * connection took down with it) is not an error: the watch starts again after the
+ * last sequence it yielded, and only fails once the server has been unreachable
+ * for `reconnectMs`. Any other error (NOT_FOUND,
  * OUT_OF_RANGE, …) ends the watch at once.
  */
 export async function* watchTrainingJob(
