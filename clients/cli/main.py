@@ -27,6 +27,10 @@ def _client(args) -> Client:
 
 
 # dev and demo --------------------------------------------------------------------
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_dev_up(args) -> int:
     from trainyard.stack.local import LocalStack, StackSettings
 
@@ -34,7 +38,7 @@ def cmd_dev_up(args) -> int:
     if args.data_dir:
         settings.data_dir = Path(args.data_dir)
     stack = LocalStack(settings)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # stop cleanly on SIGTERM too
+    signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly on SIGTERM too, not only Ctrl-C
     with console.status("starting the S3 server and the services…"):
         stack.start()
     table = display.Table(title="Trainyard local stack")
