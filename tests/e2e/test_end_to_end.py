@@ -150,3 +150,13 @@ def test_cli_dataset_commands(stack, tmp_path):
     assert len(exported) == 70 and all(json.loads(line)["usage"] in ("TRAIN", "EVAL") for line in exported)
     check = cli("dataset", "check", "zipped")
     assert check.returncode == 0 and "ready to train" in check.stdout
+
+
+def test_sdk_quickstart_example_runs(stack, tmp_path):
+    write_digits(tmp_path / "digits", per_class=6)
+    env = {**os.environ, "TRAINYARD_DATASET_ADDRESS": stack.address("dataset"),
+           "TRAINYARD_SCHEDULER_ADDRESS": stack.address("scheduler")}
+    result = subprocess.run([sys.executable, "-m", "trainyard.sdk.examples.quickstart", str(tmp_path / "digits"),
+                             "--dataset", "quickstart", "--max-epochs", "1"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "uploaded 60 images" in result.stdout and "model version V" in result.stdout

@@ -591,3 +591,24 @@ def test_every_metric_is_documented():
     operations = (ROOT / "docs" / "operations.md").read_text()
     missing = sorted(n for n in names if f"`{n}" not in operations)
     assert not missing, f"metrics missing from docs/operations.md: {missing}"
+
+
+def test_minio_init_script_runs_and_writes_a_valid_policy(tmp_path):
+    """The bucket-and-identity script of compose and Kubernetes: one script, shell builtins and mc only."""
+    job = next(d for d in k8s_documents() if d["kind"] == "Job" and d["metadata"]["name"] == "minio-init")
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert compose()["services"]["minio-init"]["command"][0] == script.replace("$", "$$")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "mc").write_text('#!/bin/sh\necho "mc $*" >> "$CALLS"\n')
+    (fake / "mc").chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "CALLS": str(tmp_path / "calls"), "MINIO_ROOT_USER": "root",
+           "MINIO_ROOT_PASSWORD": "root-secret", "TRAINYARD_S3_BUCKET": "bkt", "TRAINYARD_S3_ACCESS_KEY": "ty",
+           "TRAINYARD_S3_SECRET_KEY": "ty-secret"}
+    script = script.replace("/tmp/trainyard-policy.json", str(tmp_path / "policy.json"))
+    subprocess.run(["sh", "-c", script], env=env, check=True, timeout=30)
+    policy = json.loads((tmp_path / "policy.json").read_text())
+    assert [s["Resource"] for s in policy["Statement"]] == [["arn:aws:s3:::bkt"], ["arn:aws:s3:::bkt/*"]]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[1] == "mc mb --ignore-existing local/bkt"
+    assert calls[-1] == "mc admin policy attach local trainyard-bucket --user ty"
