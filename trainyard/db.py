@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 
+class SchemaMismatch(RuntimeError):
+    """The database file was written by a release with another schema."""
+
+
 class Database:
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(self, path: Path, schema: str, version: int = 1) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.row_factory = sqlite3.Row
@@ -26,7 +30,15 @@ class Database:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
+            found = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            empty = self._conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+            if not empty and found != version:
+                raise SchemaMismatch(
+                    f"{path} has schema version {found}; this release expects {version}. "
+                    "Restore a backup taken with the matching release or migrate it (docs/operations.md, Upgrading)."
+                )
             self._conn.executescript(schema)
+            self._conn.execute(f"PRAGMA user_version = {int(version)}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

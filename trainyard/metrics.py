@@ -169,14 +169,13 @@ class SchedulerCollector(_SafeCollector):
         store = self.service.store
         flavors = list(self.service.catalog.flavors)
         # One grouped count rather than loading every job row: final jobs only accumulate.
-        rows = store.db.query("SELECT state, flavor_id, COUNT(*) AS n FROM jobs GROUP BY state, flavor_id")
         jobs = GaugeMetricFamily("trainyard_scheduler_jobs", "Training jobs by state and flavor.",
                                  labels=("state", "flavor"))
         queued: Counter[str] = Counter({f: 0 for f in flavors})
-        for row in rows:
-            jobs.add_metric((row["state"].lower(), row["flavor_id"]), row["n"])
-            if row["state"] == "QUEUED":
-                queued[row["flavor_id"]] = row["n"]
+        for state, flavor, n in store.count_jobs():
+            jobs.add_metric((state.lower(), flavor), n)
+            if state == "QUEUED":
+                queued[flavor] = n
         yield jobs
 
         length = GaugeMetricFamily("trainyard_scheduler_queue_length", "Jobs waiting in a flavor's queue.",
@@ -224,8 +223,7 @@ class TrainerCollector(_SafeCollector):
 
     def _collect(self) -> Iterable[Metric]:
         runtime = self.runtime
-        with runtime._lock:  # the runtime keeps its jobs private; read them as `run` does
-            jobs = list(runtime._jobs.values())
+        jobs = runtime.jobs()
         running = [job for job in jobs if not job.done]
         yield GaugeMetricFamily("trainyard_trainer_slots", "Jobs this trainer can run at once.",
                                 value=runtime.slots)

@@ -178,6 +178,11 @@ class SchedulerStore:
         row = tx.execute(sql, params).fetchone() if tx else self.db.query_one(sql, params)
         return _job(row) if row else None
 
+    def count_jobs(self) -> list[tuple[str, str, int]]:
+        """(state, flavor, jobs) for every state and flavor that has jobs."""
+        rows = self.db.query("SELECT state, flavor_id, COUNT(*) AS n FROM jobs GROUP BY state, flavor_id")
+        return [(r["state"], r["flavor_id"], r["n"]) for r in rows]
+
     def job_by_request(self, tenant: str, request_id: str) -> Job | None:
         row = self.db.query_one("SELECT * FROM jobs WHERE tenant = ? AND request_id = ?", (tenant, request_id))
         return _job(row) if row else None

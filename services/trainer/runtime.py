@@ -84,6 +84,11 @@ class TrainerRuntime:
         self._models_lock = threading.Lock()
         self._model_cache_size = model_cache_size
 
+    def jobs(self) -> list[JobRun]:
+        """A snapshot of the jobs this process has run or runs (for metrics)."""
+        with self._lock:
+            return list(self._jobs.values())
+
     @property
     def device_description(self) -> str:
         if (self.device or "").startswith("cuda") or (self.device is None and torch.cuda.is_available()):

@@ -325,3 +325,12 @@ def test_many_watchers_each_see_every_event_once_in_order(tmp_path):
     assert final.state == "COMPLETED"
     assert all(s == list(range(1, final.last_sequence + 1)) for s in seen.values())
     assert len(seen) == 50
+
+
+def test_a_database_of_another_schema_version_is_refused(tmp_path):
+    from trainyard.db import Database, SchemaMismatch
+
+    Database(tmp_path / "x.db", "CREATE TABLE IF NOT EXISTS t (a INTEGER);", version=1).close()
+    Database(tmp_path / "x.db", "CREATE TABLE IF NOT EXISTS t (a INTEGER);", version=1).close()  # same version: fine
+    with pytest.raises(SchemaMismatch, match="schema version 1; this release expects 2"):
+        Database(tmp_path / "x.db", "CREATE TABLE IF NOT EXISTS t (a INTEGER);", version=2)
