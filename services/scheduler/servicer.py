@@ -6,6 +6,7 @@ import threading
 from collections import OrderedDict
 
 from trainyard.common.v1 import training_pb2 as common
+from trainyard.enums import enum_name
 from trainyard.errors import InvalidArgument
 from trainyard.scheduler.v1 import scheduler_pb2
 from trainyard.scheduler.v1 import scheduler_service_pb2 as api
@@ -26,7 +27,7 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
     def CreateTrainingJob(self, request, context):
         preference = ""
         if request.preference:
-            preference = common.TrainingPreference.Name(request.preference).removeprefix("TRAINING_PREFERENCE_")
+            preference = enum_name(common.TrainingPreference, request.preference, "TRAINING_PREFERENCE_", "preference")
         job = self.service.create_job(JobRequest(
             request_id=request.request_id, dataset_id=request.dataset_id, dataset_version=request.dataset_version,
             new_version_name=request.new_version_name, train_ratio=request.train_ratio, seed=request.seed,
