@@ -35,7 +35,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
-from trainyard.errors import NotFound, TrainyardError, Unavailable
+from trainyard.errors import InvalidArgument, NotFound, TrainyardError, Unavailable
 
 if TYPE_CHECKING:
     from trainyard.stack.s3 import S3Endpoint
@@ -341,6 +341,8 @@ class ObjectStore:
             raise Unavailable(f"object store unreachable: {self.url} ({self._describe(exc)})") from None
         except MinioException as exc:
             raise ObjectStoreError(f"object store error at {self.url}: {self._scrub(str(exc))[:300]}") from None
+        except ValueError as exc:  # the client refuses the key itself ("..", empty, too long) before sending
+            raise InvalidArgument(f"object key {key[:200]!r} is not valid: {exc}") from None
 
     def _raise_s3(self, exc: S3Error, key: str) -> NoReturn:
         code = exc.code or ""

@@ -207,8 +207,7 @@ class TrainerRuntime:
 
     # serving ---------------------------------------------------------------------
     def predict(self, artifact_prefix: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
-        if not artifact_prefix:
-            raise InvalidArgument.field("artifact_prefix", "is required")
+        _check_prefix(artifact_prefix)
         if not images:
             raise InvalidArgument.field("images", "at least one image is required")
         checkpoint = self._model(artifact_prefix)
@@ -225,8 +224,7 @@ class TrainerRuntime:
         """One artifact's bytes, in chunks."""
         if name not in ARTIFACTS:
             raise InvalidArgument.field("name", f"{name!r} is not an artifact; one of {', '.join(ARTIFACTS)}")
-        if not artifact_prefix.startswith("models/"):
-            raise InvalidArgument.field("artifact_prefix", "is not a model's artifact prefix")
+        _check_prefix(artifact_prefix)
         data = self.objects.get_bytes(artifact_prefix + name)
         for start in range(0, len(data), chunk_bytes):
             yield data[start:start + chunk_bytes]
@@ -252,6 +250,13 @@ def _check_spec(spec: JobSpec) -> None:
         raise InvalidArgument.field("spec.deadline", "is required")
     if spec.preference not in ("performance_first", "balance", "accuracy_first"):
         raise FailedPrecondition(f"unknown preference {spec.preference!r}")
+
+
+def _check_prefix(artifact_prefix: str) -> None:
+    """A model's artifact prefix as the scheduler writes it: models/<dataset>/<job>/."""
+    parts = artifact_prefix.split("/")
+    if len(parts) != 4 or parts[0] != "models" or parts[3] or not all(p and p not in (".", "..") for p in parts[1:3]):
+        raise InvalidArgument.field("artifact_prefix", f"{artifact_prefix[:100]!r} is not a model's artifact prefix (models/<dataset>/<job>/)")
 
 
 def _load_checkpoint(data: bytes) -> dict:
