@@ -182,10 +182,14 @@ class RunningServer:
     health: health.HealthServicer
     service_names: Sequence[str]
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Health NOT_SERVING, refuse new calls, let in-flight calls finish within `grace`."""
+    def stop(self, grace: float = 5.0, drain: float = 0.0) -> None:
+        """Graceful shutdown: health NOT_SERVING for `drain` seconds while calls still arrive
+        (load balancers and probes notice), then refuse new calls and let those in flight
+        finish within `grace`."""
         for name in (*self.service_names, ""):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if drain:
+            time.sleep(drain)
         self.server.stop(grace).wait()
 
 
@@ -223,15 +227,15 @@ def create_server(
     return RunningServer(server, port, health_servicer, names)
 
 
-def serve_until_signal(running: RunningServer, on_stop: Callable[[], None] = lambda: None) -> None:
-    """Block until SIGINT/SIGTERM, then shut down gracefully."""
+def serve_until_signal(running: RunningServer, on_stop: Callable[[], None] = lambda: None, drain: float = 0.0) -> None:
+    """Block until SIGINT/SIGTERM, then shut down gracefully (see RunningServer.stop)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    log.info("server.stopping")
+    log.info("server.stopping", drain_seconds=drain)
     on_stop()
-    running.stop()
+    running.stop(drain=drain)
     log.info("server.stopped")
 
 

@@ -61,13 +61,16 @@ def watch_in_background(client, job_id):
     return thread, events, errors
 
 
-@pytest.mark.parametrize("kill_at", ["queued", "running"])
+@pytest.mark.parametrize("kill_at", ["queued", "running", "running-sigterm"])
 def test_scheduler_killed_and_restarted(stack, client, dataset, kill_at):
     job = client.create_training_job(dataset.id, accept_free_terms=True, max_epochs=6, preference="performance_first")
     thread, events, errors = watch_in_background(client, job.id)
-    if kill_at == "running":
+    if kill_at.startswith("running"):
         wait_state(client, job.id, {RUNNING})
-    stack.kill("scheduler")
+    if kill_at.endswith("sigterm"):  # graceful: watch streams end UNAVAILABLE and the SDK resumes
+        stack.stop_service("scheduler")
+    else:
+        stack.kill("scheduler")
     time.sleep(0.5)
     stack.start_service("scheduler")
     thread.join(timeout=180)
