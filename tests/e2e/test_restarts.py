@@ -106,3 +106,26 @@ def test_trainer_killed_fails_the_job_as_trainer_lost(stack, client, dataset):
     # a new job runs on the restarted trainer once it has registered again
     again = client.create_training_job(dataset.id, accept_free_terms=True, max_epochs=1, preference="performance_first")
     assert wait_state(client, again.id, {COMPLETED}, timeout=180).model_version
+
+
+def test_object_store_down_gives_unavailable_and_no_partial_write(stack, client):
+    from trainyard.errors import Unavailable
+
+    ds = client.create_dataset("s3-down")
+    first = digit_files(per_class=5)
+    more = [f for f in digit_files(per_class=6) if f not in first]  # one more image of each class
+    client.upload_images(ds.id, first)
+    before = client.get_dataset(ds.id)
+    stack.s3.kill()
+    try:
+        with pytest.raises(Unavailable) as exc:
+            client.upload_images(ds.id, more)
+        assert "object store unreachable" in exc.value.message
+        with pytest.raises(Unavailable):
+            client.publish_version(ds.id)
+    finally:
+        stack.s3.restart()
+    after = client.get_dataset(ds.id)
+    assert (after.image_count, after.version_count) == (before.image_count, before.version_count)
+    assert client.upload_images(ds.id, more).stored == 10
+    assert client.publish_version(ds.id).train_count + client.list_versions(ds.id)[0].validation_count == 60
