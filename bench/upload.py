@@ -70,7 +70,7 @@ def via_grpc(client: Client, dataset: str, files, streams: int) -> float:
     with ThreadPoolExecutor(streams) as pool:
         responses = list(pool.map(lambda part: client.upload_images(dataset, part), split(files, streams)))
     elapsed = time.perf_counter() - started
-    stored = sum(r.stored_count for r in responses)
+    stored = sum(r.stored for r in responses)
     assert stored == len(files), f"only {stored} of {len(files)} stored"
     return elapsed
 

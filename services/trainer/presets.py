@@ -58,12 +58,12 @@ PRESETS: dict[str, Preset] = {
         # The default: ResNet-18 at a moderate resolution.
         Preset(
             name="balance", arch="resnet18", max_resolution=224, min_resolution=8,
-            epochs=12, batch_size=64, lr=3e-3, weight_decay=0.05, patience=3, tta=False,
+            epochs=10, batch_size=64, lr=3e-3, weight_decay=0.05, patience=3, tta=False,
         ),
         # A larger model, a higher resolution, a longer schedule and test-time augmentation.
         Preset(
-            name="accuracy_first", arch="resnet50", max_resolution=320, min_resolution=16,
-            epochs=40, batch_size=64, lr=2e-3, weight_decay=0.05, patience=5, tta=True,
+            name="accuracy_first", arch="resnet50", max_resolution=320, min_resolution=8,
+            epochs=20, batch_size=64, lr=2e-3, weight_decay=0.05, patience=4, tta=True,
         ),
     )
 }

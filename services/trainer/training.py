@@ -34,12 +34,12 @@ import io
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -71,6 +71,7 @@ INCREMENTAL_LR_SCALE = 0.5  # a model that starts from a trained one takes small
 FINAL_LR_FRACTION = 0.01  # the cosine decay ends at this share of the peak learning rate
 IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
+T = TypeVar("T")
 CONVERGED = "converged"
 DURATION_LIMIT = "duration_limit"
 
@@ -158,15 +159,16 @@ def decode_image(data: bytes, resolution: int) -> np.ndarray:
 
 
 def decode_images(
-    blobs: Iterable[bytes], count: int, resolution: int, on_chunk: Callable[[int], None] = lambda done: None
+    items: Sequence[T], load: Callable[[T], bytes], resolution: int,
+    on_chunk: Callable[[int], None] = lambda done: None,
 ) -> torch.Tensor:
-    """Encoded images as one uint8 tensor (count, 3, resolution, resolution), decoded in threads."""
-    cache = torch.empty((count, 3, resolution, resolution), dtype=torch.uint8)
-    iterator = iter(blobs)
+    """The images of ``items`` (``load`` gives an item's bytes) as one uint8 tensor
+    (len(items), 3, resolution, resolution). Loaded and decoded in threads, a chunk at a time."""
+    cache = torch.empty((len(items), 3, resolution, resolution), dtype=torch.uint8)
     with ThreadPoolExecutor() as pool:
-        for start in range(0, count, DECODE_CHUNK):
-            chunk = [next(iterator) for _ in range(min(DECODE_CHUNK, count - start))]
-            arrays = list(pool.map(lambda blob: decode_image(blob, resolution), chunk))
+        for start in range(0, len(items), DECODE_CHUNK):
+            chunk = items[start : start + DECODE_CHUNK]
+            arrays = list(pool.map(lambda item: decode_image(load(item), resolution), chunk))
             cache[start : start + len(arrays)] = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
             on_chunk(start + len(arrays))
     return cache
@@ -593,9 +595,8 @@ def train(
                           eta_seconds=(time.time() - started) * (total_images - done) / max(1, done),
                           device=device_name))
 
-    train_x = decode_images(map(fetch, train_samples), len(train_samples), resolution, decoded)
-    val_x = decode_images(map(fetch, val_samples), len(val_samples), resolution,
-                          lambda done: decoded(len(train_samples) + done))
+    train_x = decode_images(train_samples, fetch, resolution, decoded)
+    val_x = decode_images(val_samples, fetch, resolution, lambda done: decoded(len(train_samples) + done))
     index = {name: i for i, name in enumerate(classes)}
     train_y = torch.tensor([index[s.label] for s in train_samples])
     val_y = torch.tensor([index[s.label] for s in val_samples])
@@ -694,7 +695,8 @@ def train(
         "epoch": best["epoch"],
         "best_val_accuracy": evaluation["accuracy"],
         "preference": preset.name,
-        "hyperparameters": {**asdict(preset), "lr": peak_lr, "batch_size": batch_size, "seed": config.seed},
+        "hyperparameters": {**asdict(preset), "arch": arch, "lr": peak_lr, "batch_size": batch_size,
+                            "seed": config.seed},
     }
     return TrainResult(
         checkpoint=checkpoint, evaluation=evaluation, history=history, stop_reason=stop_reason,
@@ -779,7 +781,7 @@ def predict(checkpoint_or_loaded: dict | tuple[InferenceModel, dict[str, Any]], 
     else:
         model, spec = load_model(checkpoint_or_loaded)
     classes = spec["classes"]
-    x = decode_images(images, len(images), spec["resolution"])
+    x = decode_images(images, lambda blob: blob, spec["resolution"])
     device = next(model.parameters()).device
     probs = probabilities(model, x, device=device)
     values, indices = probs.topk(min(top_k, len(classes)), dim=1)
