@@ -10,24 +10,8 @@ import pytest
 
 from trainyard.errors import FailedPrecondition, InvalidArgument
 from trainyard.sample_data import digit_files, write_digits
-from trainyard.sdk import Client
-from trainyard.stack.local import LocalStack, StackSettings
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    stack = LocalStack(StackSettings(data_dir=tmp_path_factory.mktemp("stack"), minute_seconds=1.0,
-                                     heartbeat_seconds=1.0, heartbeat_timeout_seconds=10.0))
-    stack.start()
-    yield stack
-    stack.stop()
-
-
-@pytest.fixture(scope="module")
-def client(stack) -> Client:
-    return Client(stack.address("dataset"), stack.address("scheduler"))
 
 
 @pytest.fixture(scope="module")

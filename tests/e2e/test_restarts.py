@@ -9,7 +9,7 @@ import pytest
 
 from trainyard.sample_data import digit_files
 from trainyard.sdk import Client
-from trainyard.stack.local import LocalStack, StackSettings
+from tests.e2e.stacks import running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -18,16 +18,8 @@ RUNNING, COMPLETED, FAILED, STARTING = "running", "completed", "failed", "starti
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    stack = LocalStack(StackSettings(data_dir=tmp_path_factory.mktemp("stack"), minute_seconds=1.0,
-                                     heartbeat_seconds=0.5, heartbeat_timeout_seconds=4.0))
-    stack.start()
-    yield stack
-    stack.stop()
-
-
-@pytest.fixture(scope="module")
-def client(stack) -> Client:
-    return Client(stack.address("dataset"), stack.address("scheduler"))
+    """A stack of its own: these tests kill its processes."""
+    yield from running_stack(tmp_path_factory.mktemp("stack"), heartbeat_seconds=0.5, heartbeat_timeout_seconds=4.0)
 
 
 @pytest.fixture(scope="module")

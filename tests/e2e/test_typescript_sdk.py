@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from trainyard.sample_data import write_digits
-from trainyard.stack.local import LocalStack, StackSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -68,15 +67,6 @@ def sdk_build():
         pytest.fail("npm (Node.js 20 or newer) is needed to build the TypeScript SDK")
     with ThreadPoolExecutor(max_workers=1) as pool:
         yield pool.submit(build_sdk)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    stack = LocalStack(StackSettings(data_dir=tmp_path_factory.mktemp("stack"), minute_seconds=1.0,
-                                     heartbeat_seconds=1.0, heartbeat_timeout_seconds=10.0))
-    stack.start()
-    yield stack
-    stack.stop()
 
 
 def test_typescript_sdk_trains_and_resumes_its_watch(sdk_build, stack, tmp_path):

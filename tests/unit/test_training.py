@@ -242,7 +242,7 @@ def test_predict_accepts_color_and_large_images(tiny_run):
     ("sizes", "preference", "expected"),
     [
         ([(8, 8)] * 5, "balance", 8),  # tiny images stay tiny
-        ([(8, 8)] * 5, "accuracy_first", 16),  # ... above the preset's floor
+        ([(3, 5)] * 5, "accuracy_first", 8),  # never below the preset's floor
         ([(50, 40), (60, 30), (30, 70)], "balance", 64),  # median larger side 60 -> 64
         ([(640, 480)] * 3, "balance", 224),  # capped by the preset
         ([(640, 480)] * 3, "performance_first", 128),
