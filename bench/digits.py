@@ -46,7 +46,9 @@ def digits_as_samples() -> tuple[list[training.Sample], dict[str, bytes], np.nda
     images = {}
     for i, pixels in enumerate(data.images):
         buffer = io.BytesIO()
-        Image.fromarray((pixels * 255 / 16).round().astype(np.uint8), mode="L").save(buffer, format="PNG")
+        Image.fromarray((pixels * 255 / 16).round().astype(np.uint8), mode="L").save(
+            buffer, format="PNG"
+        )
         images[ids[i]] = buffer.getvalue()
     return samples, images, train_idx, eval_idx
 
@@ -56,19 +58,25 @@ def baseline(train_idx: np.ndarray, eval_idx: np.ndarray) -> dict:
     start = time.perf_counter()
     model = SVC(gamma=0.001).fit(data.data[train_idx], data.target[train_idx])
     accuracy = float(model.score(data.data[eval_idx], data.target[eval_idx]))
-    return {"model": "SVC(gamma=0.001) on raw pixels", "accuracy": accuracy,
-            "wall_seconds": time.perf_counter() - start}
+    return {
+        "model": "SVC(gamma=0.001) on raw pixels",
+        "accuracy": accuracy,
+        "wall_seconds": time.perf_counter() - start,
+    }
 
 
 def run_preference(preference: str, samples, images) -> dict:
     classes = [str(d) for d in range(10)]
-    config = training.TrainConfig(classes=classes, preference=preference,
-                                  deadline=time.time() + DEADLINE_SECONDS, seed=0)
+    config = training.TrainConfig(
+        classes=classes, preference=preference, deadline=time.time() + DEADLINE_SECONDS, seed=0
+    )
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     result = training.train(samples, images, config)
     wall = time.perf_counter() - start
-    reached = next((h["elapsed_seconds"] for h in result.history if h["val_accuracy"] >= 0.97), None)
+    reached = next(
+        (h["elapsed_seconds"] for h in result.history if h["val_accuracy"] >= 0.97), None
+    )
     return {
         "preference": preference,
         "arch": result.arch,
@@ -92,13 +100,19 @@ def run_preference(preference: str, samples, images) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preferences", nargs="+", default=list(presets.PRESETS), choices=list(presets.PRESETS))
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "digits.json")
+    parser.add_argument(
+        "--preferences", nargs="+", default=list(presets.PRESETS), choices=list(presets.PRESETS)
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "digits.json"
+    )
     args = parser.parse_args()
 
     samples, images, train_idx, eval_idx = digits_as_samples()
     reference = baseline(train_idx, eval_idx)
-    print(f"baseline  {reference['model']}: accuracy {reference['accuracy']:.4f} in {reference['wall_seconds']:.2f}s")
+    print(
+        f"baseline  {reference['model']}: accuracy {reference['accuracy']:.4f} in {reference['wall_seconds']:.2f}s"
+    )
     runs = []
     for preference in args.preferences:
         run = run_preference(preference, samples, images)
@@ -112,15 +126,23 @@ def main() -> None:
         )
         report = {
             "benchmark": "digits: 1,797 8x8 digits, 80/20 stratified split (random_state=0), 60-minute deadline",
-            "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                        "cuda": torch.cuda.is_available(), "torch": torch.__version__,
-                        "python": platform.python_version()},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "cuda": torch.cuda.is_available(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
             "baseline": reference,
             "runs": runs,
-            "accuracy_ratio_to_baseline": {r["preference"]: r["accuracy"] / reference["accuracy"] for r in runs},
+            "accuracy_ratio_to_baseline": {
+                r["preference"]: r["accuracy"] / reference["accuracy"] for r in runs
+            },
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")  # after each run: partial results survive
+        args.out.write_text(
+            json.dumps(report, indent=2) + "\n"
+        )  # after each run: partial results survive
 
 
 if __name__ == "__main__":

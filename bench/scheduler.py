@@ -18,6 +18,8 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -104,18 +106,38 @@ async def watch_delays(address: str, job_id: str, watchers: int, started: thread
     return delays
 
 
-def fanout(stub, scheduler_address: str, trainer: FakeTrainer, watchers: int, events: int) -> dict:
+def watcher_process(address: str, job_id: str, watchers: int) -> None:
+    """Run in a child process: open the watchers, say "ready", print the delays as JSON."""
+    ready = threading.Event()
+    threading.Thread(target=lambda: (ready.wait(), print("ready", flush=True)), daemon=True).start()
+    print(json.dumps(asyncio.run(watch_delays(address, job_id, watchers, ready))), flush=True)
+
+
+def fanout(stub, scheduler_address: str, trainer: FakeTrainer, watchers: int, events: int, processes: int = 2) -> dict:
+    """Watchers spread over client processes (each an asyncio loop), so the client side is not the bottleneck."""
     job = stub.CreateTrainingJob(sc.CreateTrainingJobRequest(dataset_id="bench", dataset_version="v1", flavor_id="bench")).training_job
     trainer.fanout_job, trainer.progress_events = job.id, events
     trainer.fanout_go.clear()
-    started = threading.Event()
-    threading.Thread(target=lambda: (started.wait(), trainer.fanout_go.set()), daemon=True).start()
-    delays = asyncio.run(watch_delays(scheduler_address, job.id, watchers, started))
+    processes = min(processes, watchers)
+    children = [
+        subprocess.Popen([sys.executable, __file__, "--watch-child", scheduler_address, job.id, str(watchers // processes + (i < watchers % processes))],
+                         stdout=subprocess.PIPE, text=True)
+        for i in range(processes)
+    ]
+    for child in children:
+        assert child.stdout.readline().strip() == "ready"
+    trainer.fanout_go.set()
+    delays = [d for child in children for d in json.loads(child.stdout.readline())]
+    for child in children:
+        child.wait()
     assert len(delays) == watchers * events, f"{len(delays)} of {watchers * events} progress events arrived"
     return {"watchers": watchers, "events": events, "p50_ms": pct(delays, 50) * 1000, "p99_ms": pct(delays, 99) * 1000}
 
 
 def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--watch-child":
+        watcher_process(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--watchers", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=50)

@@ -1,13 +1,20 @@
 """gRPC plumbing shared by every service: error mapping, access log, server factory.
 
-Interceptor order (outermost first): request id → access log with error mapping.
-Authentication (issue 7) slots in before the access log. Domain errors
-(`trainyard.errors`) become status codes here and nowhere else; anything
-unexpected becomes INTERNAL, logged with its traceback.
+One interceptor wraps every handler: it binds the request id (the client's
+x-request-id, or a new one) to the log context, maps errors and writes one
+access-log line per RPC (method, code, latency). Authentication (issue 7) slots
+in before it. Domain errors (`trainyard.errors`) become status codes here and
+nowhere else; anything unexpected becomes INTERNAL, logged with its traceback.
+
+Servers are threaded (`grpc.server`) except where a service streams to very many
+clients at once: the scheduler runs an asyncio server (`grpc.aio`) whose unary
+handlers still run in a thread pool and whose watch streams are coroutines.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import signal
 import threading
 import time
@@ -76,82 +83,125 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
     """One access-log line per RPC (method, code, latency) and domain errors → status codes."""
 
     def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        if method.startswith("/grpc.health") or method.startswith("/grpc.reflection"):
-            return handler
+        return _wrap(continuation(handler_call_details), handler_call_details.method)
 
-        def wrap_unary(behavior):
-            def wrapped(request_or_iterator, context):
-                started = time.perf_counter()
-                code = "OK"
+
+class AioErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """The same for an asyncio server, whose handlers may be sync (run in its thread pool) or async."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        return _wrap(await continuation(handler_call_details), handler_call_details.method)
+
+
+def _wrap(handler, method: str):
+    """The handler with its behavior wrapped: request id, error mapping, access log."""
+    if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
+        return handler
+
+    def wrap_unary(behavior):
+        if inspect.iscoroutinefunction(behavior):
+            async def wrapped_async(request_or_iterator, context):
+                started, code = _begin(context), "OK"
                 try:
-                    return behavior(request_or_iterator, context)
+                    return await behavior(request_or_iterator, context)
                 except Exception as exc:  # noqa: BLE001 - mapped to a status here
-                    code = _abort(context, exc, method)
+                    status = _status(context, exc, method)
+                    code = status.code.name
+                    await context.abort(status.code, status.details, status.trailing_metadata)
                 finally:
                     _access_log(method, code, started, context)
+            return wrapped_async
 
-            return wrapped
+        def wrapped(request_or_iterator, context):
+            started, code = _begin(context), "OK"
+            try:
+                return behavior(request_or_iterator, context)
+            except Exception as exc:  # noqa: BLE001 - mapped to a status here
+                status = _status(context, exc, method)
+                code = status.code.name
+                _abort(context, status)
+            finally:
+                _access_log(method, code, started, context)
 
-        def wrap_stream(behavior):
-            def wrapped(request_or_iterator, context):
-                started = time.perf_counter()
-                code = "OK"
+        return wrapped
+
+    def wrap_stream(behavior):
+        if inspect.isasyncgenfunction(behavior):
+            async def wrapped_async(request_or_iterator, context):
+                started, code = _begin(context), "OK"
                 try:
-                    yield from behavior(request_or_iterator, context)
-                except GeneratorExit:
+                    async for response in behavior(request_or_iterator, context):
+                        yield response
+                except (GeneratorExit, asyncio.CancelledError):
                     code = "CANCELLED"
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped to a status here
-                    code = _abort(context, exc, method)
+                    status = _status(context, exc, method)
+                    code = status.code.name
+                    await context.abort(status.code, status.details, status.trailing_metadata)
                 finally:
                     _access_log(method, code, started, context)
+            return wrapped_async
 
-            return wrapped
+        def wrapped(request_or_iterator, context):
+            started, code = _begin(context), "OK"
+            try:
+                yield from behavior(request_or_iterator, context)
+            except GeneratorExit:
+                code = "CANCELLED"
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to a status here
+                status = _status(context, exc, method)
+                code = status.code.name
+                _abort(context, status)
+            finally:
+                _access_log(method, code, started, context)
 
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+        return wrapped
+
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
         )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+    )
 
 
-def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> str:
+def _begin(context) -> float:
+    """Bind the request id (the client's x-request-id, or a new one) to the log context."""
+    metadata = dict(context.invocation_metadata() or ())
+    structlog.contextvars.bind_contextvars(request_id=metadata.get("x-request-id") or uuid.uuid4().hex[:16])
+    return time.perf_counter()
+
+
+def _status(context, exc: Exception, method: str) -> grpc.Status:
+    """The status to answer with; an abort already under way is re-raised untouched."""
     if isinstance(exc, errors.TrainyardError):
-        status = status_for(exc)
-    elif _is_grpc_abort(exc, context):
+        return rpc_status.to_status(status_for(exc))
+    if isinstance(exc, grpc.aio.AbortError) or _is_grpc_abort(exc, context):
         raise exc
-    else:
-        log.error("rpc.unexpected_error", method=method, exc_info=exc)
-        status = status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error: {type(exc).__name__}")
-    code_name = grpc.StatusCode(_code_tuple(status.code)).name
-    context.abort_with_status(rpc_status.to_status(status))
-    return code_name  # not reached: abort_with_status raises
+    log.error("rpc.unexpected_error", method=method, exc_info=exc)
+    return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error: {type(exc).__name__}"))
+
+
+def _abort(context: grpc.ServicerContext, status: grpc.Status) -> None:
+    """What abort_with_status does, in a form the asyncio server's sync contexts also accept."""
+    context.set_trailing_metadata(status.trailing_metadata)
+    context.abort(status.code, status.details)
 
 
 def _is_grpc_abort(exc: Exception, context: grpc.ServicerContext) -> bool:
     code = context.code() if hasattr(context, "code") else None
     return code is not None and code != grpc.StatusCode.OK
-
-
-def _code_tuple(value: int):
-    for code in grpc.StatusCode:
-        if code.value[0] == value:
-            return code.value
-    return grpc.StatusCode.UNKNOWN.value
 
 
 def _access_log(method: str, code: str, started: float, context: grpc.ServicerContext) -> None:
@@ -163,34 +213,42 @@ def _access_log(method: str, code: str, started: float, context: grpc.ServicerCo
     log.info("rpc", method=method, code=code, latency_ms=round(seconds * 1000, 2))
 
 
-class RequestIdInterceptor(grpc.ServerInterceptor):
-    """Binds a request id (the client's x-request-id, or a new one) to the log context."""
-
-    def intercept_service(self, continuation, handler_call_details):
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        request_id = metadata.get("x-request-id") or uuid.uuid4().hex[:16]
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        return continuation(handler_call_details)
-
-
 @dataclass
 class RunningServer:
     """A started server: stop it gracefully with `stop`."""
 
-    server: grpc.Server
+    server: grpc.Server | grpc.aio.Server
     port: int
-    health: health.HealthServicer
+    health: health.HealthServicer | health.aio.HealthServicer
     service_names: Sequence[str]
+    loop: asyncio.AbstractEventLoop | None = None  # an asyncio server's own event loop (thread)
 
     def stop(self, grace: float = 5.0, drain: float = 0.0) -> None:
         """Graceful shutdown: health NOT_SERVING for `drain` seconds while calls still arrive
         (load balancers and probes notice), then refuse new calls and let those in flight
         finish within `grace`."""
         for name in (*self.service_names, ""):
-            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._run(self.health.set, name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if drain:
             time.sleep(drain)
-        self.server.stop(grace).wait()
+        if self.loop is None:
+            self.server.stop(grace).wait()
+        else:
+            asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result()
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def _run(self, function, *args):
+        """Call a (sync, or on an asyncio server async) health method."""
+        if self.loop is None:
+            return function(*args)
+        return asyncio.run_coroutine_threadsafe(function(*args), self.loop).result()
+
+
+_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
 
 
 def create_server(
@@ -199,32 +257,50 @@ def create_server(
     service_names: Iterable[str],
     *,
     max_workers: int = 64,
+    use_asyncio: bool = False,
 ) -> RunningServer:
     """Build, bind and start a server with health checking and reflection.
 
-    `address` may use port 0 (tests): the bound port is returned.
+    `address` may use port 0 (tests): the bound port is returned. With
+    `use_asyncio` the server is a grpc.aio server on an event loop of its own
+    (a thread): async handlers run there, sync ones in a pool of `max_workers`.
     """
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[RequestIdInterceptor(), ErrorMappingInterceptor()],
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
-    register(server)
     names = list(service_names)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise errors.Unavailable(f"cannot bind {address}")
-    server.start()
+    if not use_asyncio:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+            interceptors=[ErrorMappingInterceptor()], options=_OPTIONS,
+        )
+        running = RunningServer(server, 0, health.HealthServicer(), names)
+        _finish_setup(running, address, register)
+        server.start()
+    else:
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="rpc-asyncio", daemon=True).start()
+
+        async def build() -> RunningServer:
+            server = grpc.aio.server(
+                migration_thread_pool=futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+                interceptors=[AioErrorMappingInterceptor()], options=_OPTIONS,
+            )
+            running = RunningServer(server, 0, health.aio.HealthServicer(), names, loop)
+            _finish_setup(running, address, register)
+            await server.start()
+            return running
+
+        running = asyncio.run_coroutine_threadsafe(build(), loop).result()
     for name in (*names, ""):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, names)
+        running._run(running.health.set, name, health_pb2.HealthCheckResponse.SERVING)
+    return running
+
+
+def _finish_setup(running: RunningServer, address: str, register: Callable) -> None:
+    register(running.server)
+    health_pb2_grpc.add_HealthServicer_to_server(running.health, running.server)
+    reflection.enable_server_reflection([*running.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], running.server)
+    running.port = running.server.add_insecure_port(address)
+    if running.port == 0:
+        raise errors.Unavailable(f"cannot bind {address}")
 
 
 def serve_until_signal(running: RunningServer, on_stop: Callable[[], None] = lambda: None, drain: float = 0.0) -> None:

@@ -5,12 +5,16 @@ then reads those events once and keeps them in memory for the jobs that are
 being watched, so a thousand watchers of one job cost one database read per
 event, not a thousand. Watchers that start behind (a replay from sequence 0,
 a resume after a disconnect) read the gap from the store first.
+
+Watchers are threads (`follow`) or coroutines (`follow_async`, what the
+scheduler's asyncio server uses: one event loop serves every stream).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from trainyard.services.scheduler.store import Event, SchedulerStore
@@ -21,13 +25,19 @@ MAX_CACHED_EVENTS = 5000  # per watched job; older ones are read from the store 
 @dataclass
 class _Watched:
     first: int  # sequence of events[0] once there are events; the next expected otherwise
-    changed: threading.Condition  # shares the feed's lock; woken only for this job's events
+    changed: threading.Condition  # shares the feed's lock; wakes this job's thread watchers
     events: list[Event] = field(default_factory=list)
     watchers: int = 0
+    async_waiters: dict[asyncio.Event, asyncio.AbstractEventLoop] = field(default_factory=dict)
 
     @property
     def last(self) -> int:
         return self.events[-1].sequence if self.events else self.first - 1
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
 
 
 class EventFeed:
@@ -46,34 +56,57 @@ class EventFeed:
                     if len(entry.events) > MAX_CACHED_EVENTS:
                         del entry.events[: len(entry.events) - MAX_CACHED_EVENTS]
                         entry.first = entry.events[0].sequence
-                    entry.changed.notify_all()
+                    self._notify(entry)
 
     def wake(self) -> None:
         """Wake every watcher (shutdown)."""
         with self._lock:
             for entry in self._jobs.values():
-                entry.changed.notify_all()
+                self._notify(entry)
+
+    @staticmethod
+    def _notify(entry: _Watched) -> None:
+        entry.changed.notify_all()
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+        for event, loop in entry.async_waiters.items():
+            by_loop.setdefault(loop, []).append(event)
+        for loop, events in by_loop.items():  # one hand-over per loop, not one per watcher
+            loop.call_soon_threadsafe(_set_all, events)
+
+    def _enter(self, job_id: str) -> _Watched:
+        """Register a watcher (the feed's lock is held)."""
+        entry = self._jobs.get(job_id)
+        if entry is None:
+            job = self.store.get_job(job_id)
+            first = (job.last_sequence if job else 0) + 1
+            entry = self._jobs[job_id] = _Watched(first=first, changed=threading.Condition(self._lock))
+        entry.watchers += 1
+        return entry
+
+    def _leave(self, job_id: str, entry: _Watched) -> None:
+        entry.watchers -= 1
+        if entry.watchers == 0:
+            self._jobs.pop(job_id, None)
+
+    @staticmethod
+    def _cached(entry: _Watched, sequence: int) -> list[Event] | None:
+        """The events after `sequence` from memory; None when memory starts later."""
+        if sequence + 1 < entry.first:
+            return None
+        return entry.events[sequence + 1 - entry.first:]
 
     def follow(self, job_id: str, after: int, keep_going: Callable[[], bool]) -> Iterator[Event]:
         """Events with a sequence above `after`, live, until the final one or keep_going() is false."""
         with self._lock:
-            entry = self._jobs.get(job_id)
-            if entry is None:
-                job = self.store.get_job(job_id)
-                first = (job.last_sequence if job else 0) + 1
-                entry = self._jobs[job_id] = _Watched(first=first, changed=threading.Condition(self._lock))
-            entry.watchers += 1
+            entry = self._enter(job_id)
         try:
             sequence = after
             while keep_going():
                 with self._lock:
-                    if sequence + 1 >= entry.first:
-                        batch = entry.events[max(0, sequence + 1 - entry.first):]
-                        if not batch:
-                            entry.changed.wait(timeout=1.0)
-                            continue
-                    else:
-                        batch = None
+                    batch = self._cached(entry, sequence)
+                    if batch == []:
+                        entry.changed.wait(timeout=1.0)
+                        continue
                 if batch is None:  # behind what memory holds: read the gap from the store
                     batch = self.store.events_after(job_id, sequence)
                 for event in batch:
@@ -83,6 +116,34 @@ class EventFeed:
                         return
         finally:
             with self._lock:
-                entry.watchers -= 1
-                if entry.watchers == 0:
-                    self._jobs.pop(job_id, None)
+                self._leave(job_id, entry)
+
+    async def follow_async(self, job_id: str, after: int, keep_going: Callable[[], bool]) -> AsyncIterator[Event]:
+        """`follow` for coroutines: waiting costs no thread."""
+        wake = asyncio.Event()
+        with self._lock:
+            entry = self._enter(job_id)
+            entry.async_waiters[wake] = asyncio.get_running_loop()
+        try:
+            sequence = after
+            while keep_going():
+                wake.clear()  # before looking, so that an event published meanwhile is not missed
+                with self._lock:
+                    batch = self._cached(entry, sequence)
+                if batch is None:
+                    batch = await asyncio.to_thread(self.store.events_after, job_id, sequence)
+                if not batch:
+                    try:
+                        await asyncio.wait_for(wake.wait(), timeout=1.0)
+                    except TimeoutError:
+                        pass
+                    continue
+                for event in batch:
+                    yield event
+                    sequence = event.sequence
+                    if event.final:
+                        return
+        finally:
+            with self._lock:
+                entry.async_waiters.pop(wake, None)
+                self._leave(job_id, entry)

@@ -29,7 +29,7 @@ class SchedulerConfig:
     flavors_file: Path
     settings: SchedulerSettings
     metrics_listen: str = ""  # /metrics address; empty: off
-    max_concurrent_rpcs: int = 2048  # each watcher holds one thread while it streams
+    rpc_threads: int = 64  # threads for unary calls; watch streams are coroutines and need none
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SchedulerConfig:
@@ -41,7 +41,7 @@ class SchedulerConfig:
             dataset_address=env_str(env, "TRAINYARD_DATASET_ADDRESS", "127.0.0.1:50051"),
             flavors_file=Path(env_str(env, "TRAINYARD_FLAVORS_FILE", str(DEFAULT_FLAVORS_FILE))),
             metrics_listen=env_str(env, "TRAINYARD_SCHEDULER_METRICS_LISTEN", ""),
-            max_concurrent_rpcs=env_int(env, "TRAINYARD_SCHEDULER_MAX_RPCS", 2048),
+            rpc_threads=env_int(env, "TRAINYARD_SCHEDULER_RPC_THREADS", 64),
             settings=SchedulerSettings(
                 minute_seconds=env_float(env, "TRAINYARD_MINUTE_SECONDS", defaults.minute_seconds),
                 stop_grace_seconds=env_float(env, "TRAINYARD_STOP_GRACE_SECONDS", defaults.stop_grace_seconds),
@@ -63,7 +63,8 @@ def build(config: SchedulerConfig) -> tuple[RunningServer, SchedulerService]:
         config.listen,
         lambda server: scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerServicer(service), server),
         [SERVICE_NAME],
-        max_workers=config.max_concurrent_rpcs,
+        max_workers=config.rpc_threads,
+        use_asyncio=True,  # watch streams are coroutines: a thousand watchers need no thousand threads
     )
     service.start()
     return running, service

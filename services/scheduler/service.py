@@ -7,10 +7,11 @@ commits with its event in one transaction, then wakes watchers.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,8 +212,7 @@ class SchedulerService:
         jobs = self.store.list_jobs(resolved, offset, limit)
         return jobs, paging.next_token(offset, limit, len(jobs))
 
-    def watch(self, job_id: str, after_sequence: int, is_active: Callable[[], bool] = lambda: True) -> Iterator[Event]:
-        """The job's events after `after_sequence`: stored ones, then live ones, until the final event."""
+    def _check_watch(self, job_id: str, after_sequence: int) -> None:
         job = self.get_job(job_id)
         if after_sequence < 0:
             raise InvalidArgument.field("after_sequence", "must not be negative")
@@ -221,10 +221,26 @@ class SchedulerService:
                 f"events 1 to {job.first_sequence - 1} of job {job_id} were pruned after it ended; "
                 f"watch from after_sequence {job.first_sequence - 1} or later"
             )
+
+    def watch(self, job_id: str, after_sequence: int, is_active: Callable[[], bool] = lambda: True) -> Iterator[Event]:
+        """The job's events after `after_sequence`: stored ones, then live ones, until the final event."""
+        self._check_watch(job_id, after_sequence)
         for event in self.feed.follow(job_id, after_sequence, lambda: is_active() and not self._stopping.is_set()):
             yield event
             if event.final:
                 return
+        self._check_stopping()
+
+    async def watch_async(self, job_id: str, after_sequence: int) -> AsyncIterator[Event]:
+        """`watch` for the asyncio server: a coroutine per watcher instead of a thread."""
+        await asyncio.to_thread(self._check_watch, job_id, after_sequence)
+        async for event in self.feed.follow_async(job_id, after_sequence, lambda: not self._stopping.is_set()):
+            yield event
+            if event.final:
+                return
+        self._check_stopping()
+
+    def _check_stopping(self) -> None:
         if self._stopping.is_set():
             raise Unavailable("the scheduler is shutting down; watch again from the last sequence")
 

@@ -47,8 +47,9 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
     def CancelTrainingJob(self, request, context):
         return api.CancelTrainingJobResponse(training_job=mapping.job(self.service.cancel(request.job_id)))
 
-    def WatchTrainingJob(self, request, context):
-        for event in self.service.watch(request.job_id, request.after_sequence, context.is_active):
+    async def WatchTrainingJob(self, request, context):
+        # A coroutine: the scheduler's asyncio server serves every watcher from one event loop.
+        async for event in self.service.watch_async(request.job_id, request.after_sequence):
             yield self._responses.get(event)
 
 

@@ -58,12 +58,16 @@ def evaluate_predictions(
     prob = np.asarray(y_prob, dtype=np.float64)
     n_classes = len(classes)
     if prob.shape != (len(y), n_classes) or len(image_ids) != len(y):
-        raise ValueError(f"shape mismatch: {len(y)} labels, {len(image_ids)} ids, probabilities {prob.shape}, {n_classes} classes")
+        raise ValueError(
+            f"shape mismatch: {len(y)} labels, {len(image_ids)} ids, probabilities {prob.shape}, {n_classes} classes"
+        )
     labels = list(range(n_classes))
     pred = prob.argmax(axis=1) if len(y) else np.zeros(0, dtype=np.int64)
 
     def averaged(average: str) -> dict[str, float]:
-        p, r, f, _ = precision_recall_fscore_support(y, pred, labels=labels, average=average, zero_division=0)
+        p, r, f, _ = precision_recall_fscore_support(
+            y, pred, labels=labels, average=average, zero_division=0
+        )
         return {"precision": float(p), "recall": float(r), "f1": float(f)}
 
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -81,7 +85,11 @@ def evaluate_predictions(
         }
         for i, name in enumerate(classes)
     ]
-    matrix = confusion_matrix(y, pred, labels=labels) if len(y) else np.zeros((n_classes, n_classes), dtype=np.int64)
+    matrix = (
+        confusion_matrix(y, pred, labels=labels)
+        if len(y)
+        else np.zeros((n_classes, n_classes), dtype=np.int64)
+    )
 
     top5 = None
     if n_classes > 5 and len(y):
@@ -116,15 +124,30 @@ def evaluate_predictions(
 def _pr_curve(is_class: np.ndarray, score: np.ndarray, label: str) -> dict[str, Any]:
     """One class's precision-recall curve (one-vs-rest), downsampled, and its F1-best threshold."""
     if not is_class.any():  # no positive sample: the curve is undefined
-        return {"label": label, "precision": [], "recall": [], "thresholds": [],
-                "average_precision": None, "best_threshold": None, "best_f1": None}
+        return {
+            "label": label,
+            "precision": [],
+            "recall": [],
+            "thresholds": [],
+            "average_precision": None,
+            "best_threshold": None,
+            "best_f1": None,
+        }
     precision, recall, thresholds = precision_recall_curve(is_class, score)
     # precision/recall have one more point than thresholds (recall 0, precision 1): drop it.
     precision, recall = precision[:-1], recall[:-1]
-    f1 = np.divide(2 * precision * recall, precision + recall,
-                   out=np.zeros_like(precision), where=(precision + recall) > 0)
+    f1 = np.divide(
+        2 * precision * recall,
+        precision + recall,
+        out=np.zeros_like(precision),
+        where=(precision + recall) > 0,
+    )
     best = int(np.argmax(f1))
-    keep = np.unique(np.linspace(0, len(thresholds) - 1, num=min(MAX_CURVE_POINTS, len(thresholds))).round().astype(int))
+    keep = np.unique(
+        np.linspace(0, len(thresholds) - 1, num=min(MAX_CURVE_POINTS, len(thresholds)))
+        .round()
+        .astype(int)
+    )
     return {
         "label": label,
         "precision": [float(v) for v in precision[keep]],
@@ -142,7 +165,9 @@ def _pr_curve(is_class: np.ndarray, score: np.ndarray, label: str) -> dict[str, 
 def plot_confusion_matrix(evaluation: dict[str, Any]) -> bytes:
     """A PNG of the evaluation's confusion matrix, each row normalised by its class's support."""
     labels = evaluation["confusion_matrix"]["labels"]
-    counts = np.asarray(evaluation["confusion_matrix"]["matrix"], dtype=np.float64).reshape(len(labels), len(labels))
+    counts = np.asarray(evaluation["confusion_matrix"]["matrix"], dtype=np.float64).reshape(
+        len(labels), len(labels)
+    )
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
 
@@ -161,8 +186,15 @@ def plot_confusion_matrix(evaluation: dict[str, Any]) -> bytes:
         for i in ticks:
             for j in ticks:
                 if counts[i, j]:
-                    ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if share[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        int(counts[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if share[i, j] > 0.5 else "black",
+                    )
     return _png(fig)
 
 
@@ -174,7 +206,9 @@ def plot_curves(history: list[dict[str, Any]]) -> bytes:
     loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="training")
     loss_ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
     loss_ax.set_title("Loss")
-    acc_ax.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label="training (augmented)")
+    acc_ax.plot(
+        epochs, [h["train_accuracy"] for h in history], marker="o", label="training (augmented)"
+    )
     acc_ax.plot(epochs, [h["val_accuracy"] for h in history], marker="o", label="validation")
     acc_ax.set_title("Accuracy")
     for ax in (loss_ax, acc_ax):
@@ -182,7 +216,9 @@ def plot_curves(history: list[dict[str, Any]]) -> bytes:
         ax.grid(alpha=0.3)
         ax.legend()
     if not history:
-        loss_ax.text(0.5, 0.5, "no completed epoch", ha="center", va="center", transform=loss_ax.transAxes)
+        loss_ax.text(
+            0.5, 0.5, "no completed epoch", ha="center", va="center", transform=loss_ax.transAxes
+        )
     return _png(fig)
 
 

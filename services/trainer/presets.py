@@ -51,19 +51,42 @@ PRESETS: dict[str, Preset] = {
     for p in (
         # A short schedule on a small model: fastest to train and to serve.
         Preset(
-            name="performance_first", arch="mobilenet_v3_small", max_resolution=128,
-            min_resolution=8, epochs=15, batch_size=64, lr=4e-3, weight_decay=0.05,
-            patience=3, tta=False,
+            name="performance_first",
+            arch="mobilenet_v3_small",
+            max_resolution=128,
+            min_resolution=8,
+            epochs=10,
+            batch_size=64,
+            lr=4e-3,
+            weight_decay=0.05,
+            patience=3,
+            tta=False,
         ),
         # The default: ResNet-18 at a moderate resolution.
         Preset(
-            name="balance", arch="resnet18", max_resolution=224, min_resolution=8,
-            epochs=10, batch_size=64, lr=3e-3, weight_decay=0.05, patience=3, tta=False,
+            name="balance",
+            arch="resnet18",
+            max_resolution=224,
+            min_resolution=8,
+            epochs=8,
+            batch_size=64,
+            lr=3e-3,
+            weight_decay=0.05,
+            patience=3,
+            tta=False,
         ),
         # A larger model, a higher resolution, a longer schedule and test-time augmentation.
         Preset(
-            name="accuracy_first", arch="resnet50", max_resolution=320, min_resolution=8,
-            epochs=20, batch_size=64, lr=2e-3, weight_decay=0.05, patience=4, tta=True,
+            name="accuracy_first",
+            arch="resnet50",
+            max_resolution=320,
+            min_resolution=8,
+            epochs=15,
+            batch_size=64,
+            lr=2e-3,
+            weight_decay=0.05,
+            patience=4,
+            tta=True,
         ),
     )
 }
@@ -75,7 +98,9 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         known = ", ".join(PRESETS)
-        raise InvalidArgument.field("preference", f"unknown preference {name!r}; use one of {known}") from None
+        raise InvalidArgument.field(
+            "preference", f"unknown preference {name!r}; use one of {known}"
+        ) from None
 
 
 def choose_resolution(sizes: Iterable[tuple[int, int]], preset: Preset) -> int:
@@ -133,13 +158,17 @@ ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
 def build_model(arch: str, num_classes: int, resolution: int) -> nn.Module:
     """A freshly initialised ``arch`` for ``num_classes`` classes at ``resolution`` pixels."""
     if arch not in ARCHITECTURES:
-        raise InvalidArgument.field("arch", f"unknown architecture {arch!r}; use one of {', '.join(ARCHITECTURES)}")
+        raise InvalidArgument.field(
+            "arch", f"unknown architecture {arch!r}; use one of {', '.join(ARCHITECTURES)}"
+        )
     return ARCHITECTURES[arch](num_classes, resolution)
 
 
 def classifier_head(model: nn.Module) -> tuple[str, nn.Linear]:
     """The name and module of the model's last linear layer: the one with a row per class."""
-    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    linears = [
+        (name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)
+    ]
     if not linears:
         raise ValueError(f"{type(model).__name__} has no linear classification head")
     return linears[-1]
@@ -149,4 +178,3 @@ def pretrained_weights_file(arch: str) -> str:
     """The file name torchvision downloads the arch's default ImageNet weights to."""
     url: str = models.get_model_weights(arch).DEFAULT.url  # type: ignore[attr-defined]
     return url.rsplit("/", 1)[-1]
-

@@ -14,8 +14,9 @@ How a run goes:
   ``epochs_total`` epochs. With a deadline, the first steps are timed and the
   epochs are cut so that training ends ``DEADLINE_MARGIN`` of the budget (plus
   the final evaluation) before it; each epoch's measured length revises that.
-* After every epoch the model is evaluated on the validation set; the best
-  epoch (validation accuracy, ties broken by lower validation loss) is kept.
+* After every epoch the batch-norm statistics are re-estimated on un-augmented
+  training images ("precise BN") and the model is evaluated on the validation
+  set; the best epoch (validation accuracy, ties broken by lower validation loss) is kept.
   Training stops when accuracy has not improved for ``patience`` epochs or the
   schedule ends ("converged"), when time is up ("duration_limit"), or when
   ``should_stop()`` returns a reason (that reason). In every case the result
@@ -60,13 +61,18 @@ from trainyard.services.trainer.presets import (
 
 CHECKPOINT_FORMAT = 1
 PROGRESS_INTERVAL = 1.0  # seconds between progress reports while running (the contract: <= 2 s)
-DEADLINE_MARGIN = 0.10  # share of the time budget kept free for the final evaluation and saving
-CALIBRATION_STEPS = 3  # steps timed (after the first, which warms up) to size the schedule
+DEADLINE_MARGIN = 0.10  # share of the time budget kept free for the final evaluation and saving...
+DEADLINE_MARGIN_MAX = 300.0  # ...but never more than these seconds
+CALIBRATION_STEPS = (
+    3  # steps timed (after the first, which also builds kernels) to size the schedule
+)
 SIZE_SAMPLE = 256  # images whose size decides the training resolution
 STATS_SAMPLE = 1024  # images whose pixels give the normalisation (mean and std)
 DECODE_CHUNK = 256  # images decoded between progress reports
 EVAL_BATCH_SIZE = 256
-PRECISE_BN_IMAGES = 512  # training images that re-estimate batch-norm statistics before an evaluation
+PRECISE_BN_IMAGES = (
+    512  # training images that re-estimate batch-norm statistics before an evaluation
+)
 INCREMENTAL_LR_SCALE = 0.5  # a model that starts from a trained one takes smaller steps
 FINAL_LR_FRACTION = 0.01  # the cosine decay ends at this share of the peak learning rate
 IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -151,7 +157,9 @@ def decode_image(data: bytes, resolution: int) -> np.ndarray:
     image is resized (bilinear) to a square without keeping its aspect ratio.
     """
     with Image.open(io.BytesIO(data)) as image:
-        image.draft("RGB", (resolution, resolution))  # JPEG: decode at a reduced scale when possible
+        image.draft(
+            "RGB", (resolution, resolution)
+        )  # JPEG: decode at a reduced scale when possible
         rgb = ImageOps.exif_transpose(image).convert("RGB")
     if rgb.size != (resolution, resolution):
         rgb = rgb.resize((resolution, resolution), Image.Resampling.BILINEAR)
@@ -159,7 +167,9 @@ def decode_image(data: bytes, resolution: int) -> np.ndarray:
 
 
 def decode_images(
-    items: Sequence[T], load: Callable[[T], bytes], resolution: int,
+    items: Sequence[T],
+    load: Callable[[T], bytes],
+    resolution: int,
     on_chunk: Callable[[int], None] = lambda done: None,
 ) -> torch.Tensor:
     """The images of ``items`` (``load`` gives an item's bytes) as one uint8 tensor
@@ -169,7 +179,9 @@ def decode_images(
         for start in range(0, len(items), DECODE_CHUNK):
             chunk = items[start : start + DECODE_CHUNK]
             arrays = list(pool.map(lambda item: decode_image(load(item), resolution), chunk))
-            cache[start : start + len(arrays)] = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+            cache[start : start + len(arrays)] = torch.from_numpy(np.stack(arrays)).permute(
+                0, 3, 1, 2
+            )
             on_chunk(start + len(arrays))
     return cache
 
@@ -182,7 +194,9 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """
     n = x.shape[0]
     scale = torch.empty(n, device=x.device).uniform_(0.9, 1.1, generator=generator)
-    shift = torch.empty(n, 2, device=x.device).uniform_(-0.25, 0.25, generator=generator)  # [-1, 1] coordinates
+    shift = torch.empty(n, 2, device=x.device).uniform_(
+        -0.25, 0.25, generator=generator
+    )  # [-1, 1] coordinates
     theta = torch.zeros(n, 2, 3, device=x.device)
     theta[:, 0, 0] = 1 / scale
     theta[:, 1, 1] = 1 / scale
@@ -206,13 +220,22 @@ class InferenceModel(nn.Module):
     the TorchScript export call the wrapper, so they preprocess identically.
     """
 
-    def __init__(self, net: nn.Module, normalization: Mapping[str, list[float]], resolution: int,
-                 tta: bool = False) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        normalization: Mapping[str, list[float]],
+        resolution: int,
+        tta: bool = False,
+    ) -> None:
         super().__init__()
         self.net = net
         self.resolution = resolution
-        self.register_buffer("mean", torch.tensor(normalization["mean"], dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(normalization["std"], dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer(
+            "mean", torch.tensor(normalization["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+        )
+        self.register_buffer(
+            "std", torch.tensor(normalization["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        )
         self.tta = tta
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -230,7 +253,9 @@ class InferenceModel(nn.Module):
 # --- model initialisation ---------------------------------------------------------------
 
 
-def _init_weights(net: nn.Module, arch: str, classes: list[str], init_checkpoint: dict | None) -> str:
+def _init_weights(
+    net: nn.Module, arch: str, classes: list[str], init_checkpoint: dict | None
+) -> str:
     """Load starting weights into ``net``; returns how it was initialised (TrainResult.init)."""
     if init_checkpoint is not None:
         return _load_incremental(net, classes, init_checkpoint)
@@ -250,7 +275,9 @@ def _load_incremental(net: nn.Module, classes: list[str], checkpoint: dict) -> s
     old_bias = state.pop(f"{head_name}.bias")
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or set(missing) != {f"{head_name}.weight", f"{head_name}.bias"}:
-        raise InvalidArgument.field("init_checkpoint", f"does not fit the model: missing {missing}, unexpected {unexpected}")
+        raise InvalidArgument.field(
+            "init_checkpoint", f"does not fit the model: missing {missing}, unexpected {unexpected}"
+        )
     old_index = {name: i for i, name in enumerate(old_classes)}
     kept = [(i, old_index[name]) for i, name in enumerate(classes) if name in old_index]
     with torch.no_grad():
@@ -278,14 +305,17 @@ def _load_pretrained(net: nn.Module, arch: str) -> str:
     own = net.state_dict()
     pretrained = torch.load(path, map_location="cpu", weights_only=True)
     usable = {
-        k: v for k, v in pretrained.items()
+        k: v
+        for k, v in pretrained.items()
         if k in own and v.shape == own[k].shape and not k.startswith(head_name + ".")
     }
     net.load_state_dict(usable, strict=False)
     return f"pretrained:{name}"
 
 
-def _normalization(init: str, init_checkpoint: dict | None, train_x: torch.Tensor) -> dict[str, list[float]]:
+def _normalization(
+    init: str, init_checkpoint: dict | None, train_x: torch.Tensor
+) -> dict[str, list[float]]:
     """Per-channel mean and std: the starting checkpoint's, ImageNet's for pretrained weights,
     otherwise measured on (a sample of) the training images."""
     if init_checkpoint is not None:
@@ -304,7 +334,10 @@ def _optimizer(net: nn.Module, preset: Preset, lr: float) -> torch.optim.Optimiz
     """AdamW with weight decay on weight matrices and kernels only (not on biases and norms)."""
     decay = [p for p in net.parameters() if p.dim() >= 2]
     no_decay = [p for p in net.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": preset.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": preset.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=lr, fused=True)
 
 
@@ -314,7 +347,9 @@ def learning_rate(step: int, total_steps: int, peak: float, warmup_fraction: flo
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    return peak * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return peak * (
+        FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
+    )
 
 
 # --- the loop ---------------------------------------------------------------------------
@@ -381,11 +416,17 @@ class _Run:
         if self.step <= 1 + CALIBRATION_STEPS:
             self._sync()  # the device's queue is not full yet: wait for the step to really end
         seconds = time.time() - step_start
-        self.step_seconds = seconds if self.step == 1 else 0.7 * self.step_seconds + 0.3 * seconds
-        if not self.evaluated:  # forward only, about a third of a step per image
-            self.eval_seconds = self.step_seconds / self.batch_size / 3 * self.val_size
+        if self.step <= 2:  # the first step also builds kernels: only a stand-in until the second
+            self.step_seconds = seconds
+        else:
+            self.step_seconds = 0.7 * self.step_seconds + 0.3 * seconds
+        if not self.evaluated:  # precise BN and evaluation: forward only, ~1/3 of a step per image
+            images = self.val_size + min(PRECISE_BN_IMAGES, self.steps_per_epoch * self.batch_size)
+            self.eval_seconds = self.step_seconds / self.batch_size / 3 * images
         if self.step == 1 + CALIBRATION_STEPS:
-            self.fit_epochs(self.started, self.steps_per_epoch * self.step_seconds + self.eval_seconds, done=0)
+            self.fit_epochs(
+                self.started, self.steps_per_epoch * self.step_seconds + self.eval_seconds, done=0
+            )
 
     def evaluated_in(self, seconds: float) -> None:
         self.evaluated = True
@@ -408,22 +449,39 @@ class _Run:
         eta = (now - self.started) * (1 - done) / done if done > 0 else 0.0
         if self.stop_at is not None:
             eta = min(eta, max(0.0, self.stop_at - now))
-        self.progress(Progress(
-            epoch=epoch, epochs_total=self.epochs_total, step=self.step, steps_total=self.steps_total,
-            loss=self.loss, train_accuracy=self.accuracy, val_accuracy=self.val_accuracy, learning_rate=self.lr(),
-            images_per_second=images_per_second, eta_seconds=eta, device=self.device_name,
-        ))
+        self.progress(
+            Progress(
+                epoch=epoch,
+                epochs_total=self.epochs_total,
+                step=self.step,
+                steps_total=self.steps_total,
+                loss=self.loss,
+                train_accuracy=self.accuracy,
+                val_accuracy=self.val_accuracy,
+                learning_rate=self.lr(),
+                images_per_second=images_per_second,
+                eta_seconds=eta,
+                device=self.device_name,
+            )
+        )
 
     def due(self) -> bool:
-        return time.time() - self.last_report >= PROGRESS_INTERVAL
+        """Whether to report now: the interval is up, or will be before the next step ends."""
+        return time.time() - self.last_report + self.step_seconds >= PROGRESS_INTERVAL
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
 
-def train_one_epoch(model: InferenceModel, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                    y: torch.Tensor, epoch: int, run: _Run) -> dict[str, Any]:
+def train_one_epoch(
+    model: InferenceModel,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epoch: int,
+    run: _Run,
+) -> dict[str, Any]:
     """One pass over the training set in random order.
 
     Returns {"loss", "accuracy", "images_per_second", "learning_rate", "stop_reason"};
@@ -438,7 +496,12 @@ def train_one_epoch(model: InferenceModel, optimizer: torch.optim.Optimizer, x: 
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), dtype=torch.long, device=run.device)
     seen = 0
-    window = {"loss": torch.zeros((), device=run.device), "steps": 0, "images": 0, "since": time.time()}
+    window = {
+        "loss": torch.zeros((), device=run.device),
+        "steps": 0,
+        "images": 0,
+        "since": time.time(),
+    }
     stop_reason = None
     start = time.time()
     for i in range(run.steps_per_epoch):
@@ -455,7 +518,9 @@ def train_one_epoch(model: InferenceModel, optimizer: torch.optim.Optimizer, x: 
         with run.autocast():
             batch = model.normalize(augment(images.float() / 255, run.generator))
             logits = net(batch.contiguous(memory_format=channels_last))
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=run.preset.label_smoothing)
+            loss = F.cross_entropy(
+                logits.float(), labels, label_smoothing=run.preset.label_smoothing
+            )
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), run.preset.grad_clip)
         optimizer.step()
@@ -473,8 +538,16 @@ def train_one_epoch(model: InferenceModel, optimizer: torch.optim.Optimizer, x: 
             run.loss = float(window["loss"]) / window["steps"]
             run.accuracy = int(correct) / seen
             run.report(epoch, window["images"] / max(time.time() - window["since"], 1e-9))
-            window = {"loss": torch.zeros((), device=run.device), "steps": 0, "images": 0, "since": time.time()}
-    loss, accuracy = float(loss_sum) / max(1, seen), int(correct) / max(1, seen)  # waits for the device
+            window = {
+                "loss": torch.zeros((), device=run.device),
+                "steps": 0,
+                "images": 0,
+                "since": time.time(),
+            }
+    loss, accuracy = (
+        float(loss_sum) / max(1, seen),
+        int(correct) / max(1, seen),
+    )  # waits for the device
     seconds = time.time() - start
     run.train_images += seen
     run.train_seconds += seconds
@@ -488,8 +561,13 @@ def train_one_epoch(model: InferenceModel, optimizer: torch.optim.Optimizer, x: 
 
 
 @torch.no_grad()
-def recalibrate_batch_norm(model: InferenceModel, x: torch.Tensor, *, device: torch.device,
-                           autocast: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+def recalibrate_batch_norm(
+    model: InferenceModel,
+    x: torch.Tensor,
+    *,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> None:
     """Re-estimate the batch-norm running statistics on un-augmented training images ("precise BN").
 
     During training they trail the weights (an exponential average over past
@@ -517,9 +595,15 @@ def recalibrate_batch_norm(model: InferenceModel, x: torch.Tensor, *, device: to
 
 
 @torch.inference_mode()
-def evaluate(model: InferenceModel, x: torch.Tensor, y: torch.Tensor, *, device: torch.device,
-             autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
-             tick: Callable[[], None] = lambda: None) -> dict[str, Any]:
+def evaluate(
+    model: InferenceModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    tick: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
     """Probabilities, loss and accuracy of ``model`` on uint8 images ``x`` with labels ``y``.
 
     Returns {"loss", "accuracy", "probs"} (probs: a cpu float tensor, samples × classes).
@@ -531,9 +615,14 @@ def evaluate(model: InferenceModel, x: torch.Tensor, y: torch.Tensor, *, device:
 
 
 @torch.inference_mode()
-def probabilities(model: InferenceModel, x: torch.Tensor, *, device: torch.device,
-                  autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
-                  tick: Callable[[], None] = lambda: None) -> torch.Tensor:
+def probabilities(
+    model: InferenceModel,
+    x: torch.Tensor,
+    *,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    tick: Callable[[], None] = lambda: None,
+) -> torch.Tensor:
     """Class probabilities (cpu float, samples × classes) of uint8 images ``x``, batch by batch."""
     model.eval()
     channels_last = torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -569,11 +658,17 @@ def train(
     preset = get_preset(config.preference)
     classes = list(config.classes)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    device_name = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    device_name = (
+        f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    )
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+        torch.backends.cudnn.benchmark = (
+            True  # fixed input sizes: let cuDNN pick its fastest kernels
+        )
     autocast: Callable[[], AbstractContextManager[Any]] = (
-        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+        if device.type == "cuda"
+        else nullcontext
     )
     torch.manual_seed(config.seed)
     init_checkpoint = config.init_checkpoint
@@ -583,20 +678,36 @@ def train(
 
     # -- data
     resolution = (
-        int(init_checkpoint["resolution"]) if init_checkpoint
-        else choose_resolution((image_size(fetch(s)) for s in _spread(samples, SIZE_SAMPLE)), preset)
+        int(init_checkpoint["resolution"])
+        if init_checkpoint
+        else choose_resolution(
+            (image_size(fetch(s)) for s in _spread(samples, SIZE_SAMPLE)), preset
+        )
     )
     planned_epochs = min(preset.epochs, config.max_epochs or preset.epochs)
     total_images = len(train_samples) + len(val_samples)
 
     def decoded(done: int) -> None:
-        progress(Progress(epoch=0, epochs_total=planned_epochs, step=0, steps_total=0, loss=0.0,
-                          train_accuracy=0.0, val_accuracy=None, learning_rate=0.0, images_per_second=0.0,
-                          eta_seconds=(time.time() - started) * (total_images - done) / max(1, done),
-                          device=device_name))
+        progress(
+            Progress(
+                epoch=0,
+                epochs_total=planned_epochs,
+                step=0,
+                steps_total=0,
+                loss=0.0,
+                train_accuracy=0.0,
+                val_accuracy=None,
+                learning_rate=0.0,
+                images_per_second=0.0,
+                eta_seconds=(time.time() - started) * (total_images - done) / max(1, done),
+                device=device_name,
+            )
+        )
 
     train_x = decode_images(train_samples, fetch, resolution, decoded)
-    val_x = decode_images(val_samples, fetch, resolution, lambda done: decoded(len(train_samples) + done))
+    val_x = decode_images(
+        val_samples, fetch, resolution, lambda done: decoded(len(train_samples) + done)
+    )
     index = {name: i for i, name in enumerate(classes)}
     train_y = torch.tensor([index[s.label] for s in train_samples])
     val_y = torch.tensor([index[s.label] for s in val_samples])
@@ -615,11 +726,18 @@ def train(
     batch_size = min(preset.batch_size, max(2, len(train_x)))
     deadline = config.deadline
     run = _Run(
-        preset=preset, peak_lr=peak_lr, device=device, device_name=device_name, autocast=autocast,
-        batch_size=batch_size, steps_per_epoch=max(1, len(train_x) // batch_size),
-        epochs_total=planned_epochs, val_size=len(val_x),
-        training_ends=None if deadline is None else deadline - DEADLINE_MARGIN * max(0.0, deadline - started),
-        progress=progress, should_stop=should_stop,
+        preset=preset,
+        peak_lr=peak_lr,
+        device=device,
+        device_name=device_name,
+        autocast=autocast,
+        batch_size=batch_size,
+        steps_per_epoch=max(1, len(train_x) // batch_size),
+        epochs_total=planned_epochs,
+        val_size=len(val_x),
+        training_ends=None if deadline is None else deadline - _margin(deadline - started),
+        progress=progress,
+        should_stop=should_stop,
         generator=torch.Generator(device=device).manual_seed(config.seed),
         order_generator=torch.Generator().manual_seed(config.seed),
     )
@@ -646,12 +764,19 @@ def train(
         val = evaluate(model, val_x, val_y, device=device, autocast=autocast, tick=tick)
         run.evaluated_in(time.time() - eval_start)
         run.val_accuracy = val["accuracy"]
-        history.append({
-            "epoch": epoch, "train_loss": stats["loss"], "train_accuracy": stats["accuracy"],
-            "val_loss": val["loss"], "val_accuracy": val["accuracy"], "learning_rate": stats["learning_rate"],
-            "images_per_second": stats["images_per_second"], "seconds": time.time() - epoch_start,
-            "elapsed_seconds": time.time() - started,
-        })
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": stats["loss"],
+                "train_accuracy": stats["accuracy"],
+                "val_loss": val["loss"],
+                "val_accuracy": val["accuracy"],
+                "learning_rate": stats["learning_rate"],
+                "images_per_second": stats["images_per_second"],
+                "seconds": time.time() - epoch_start,
+                "elapsed_seconds": time.time() - started,
+            }
+        )
         improved = best is None or val["accuracy"] > best["accuracy"]
         if best is None or (val["accuracy"], -val["loss"]) > (best["accuracy"], -best["loss"]):
             best = _snapshot(net, epoch, val)
@@ -681,8 +806,14 @@ def train(
             probs = with_tta["probs"]
     train_counts = Counter(s.label for s in train_samples)
     val_counts = Counter(s.label for s in val_samples)
-    evaluation = evaluate_predictions(val_y.tolist(), probs.numpy(), classes, dict(train_counts),
-                                      dict(val_counts), [s.image_id for s in val_samples])
+    evaluation = evaluate_predictions(
+        val_y.tolist(),
+        probs.numpy(),
+        classes,
+        dict(train_counts),
+        dict(val_counts),
+        [s.image_id for s in val_samples],
+    )
     evaluation["test_time_augmentation"] = use_tta
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
@@ -695,15 +826,32 @@ def train(
         "epoch": best["epoch"],
         "best_val_accuracy": evaluation["accuracy"],
         "preference": preset.name,
-        "hyperparameters": {**asdict(preset), "arch": arch, "lr": peak_lr, "batch_size": batch_size,
-                            "seed": config.seed},
+        "hyperparameters": {
+            **asdict(preset),
+            "arch": arch,
+            "lr": peak_lr,
+            "batch_size": batch_size,
+            "seed": config.seed,
+        },
     }
     return TrainResult(
-        checkpoint=checkpoint, evaluation=evaluation, history=history, stop_reason=stop_reason,
-        epochs_run=len(history), best_epoch=best["epoch"], device=device_name,
-        images_per_second=run.train_images / max(run.train_seconds, 1e-9), resolution=resolution,
-        arch=arch, init=init,
+        checkpoint=checkpoint,
+        evaluation=evaluation,
+        history=history,
+        stop_reason=stop_reason,
+        epochs_run=len(history),
+        best_epoch=best["epoch"],
+        device=device_name,
+        images_per_second=run.train_images / max(run.train_seconds, 1e-9),
+        resolution=resolution,
+        arch=arch,
+        init=init,
     )
+
+
+def _margin(budget_seconds: float) -> float:
+    """The time kept free before the deadline, for the final evaluation and saving."""
+    return min(DEADLINE_MARGIN * max(0.0, budget_seconds), DEADLINE_MARGIN_MAX)
 
 
 def _split(samples: list[Sample], classes: list[str]) -> tuple[list[Sample], list[Sample]]:
@@ -713,10 +861,14 @@ def _split(samples: list[Sample], classes: list[str]) -> tuple[list[Sample], lis
     known = set(classes)
     unknown = sorted({s.label for s in samples} - known)
     if unknown:
-        raise InvalidArgument.field("samples", f"labels not among the classes: {', '.join(unknown[:10])}")
+        raise InvalidArgument.field(
+            "samples", f"labels not among the classes: {', '.join(unknown[:10])}"
+        )
     bad_usage = sorted({s.usage for s in samples} - {"TRAIN", "EVAL"})
     if bad_usage:
-        raise InvalidArgument.field("samples", f"usage must be TRAIN or EVAL, not {', '.join(bad_usage)}")
+        raise InvalidArgument.field(
+            "samples", f"usage must be TRAIN or EVAL, not {', '.join(bad_usage)}"
+        )
     train_samples = [s for s in samples if s.usage == "TRAIN"]
     val_samples = [s for s in samples if s.usage == "EVAL"]
     if not train_samples or not val_samples:
@@ -733,7 +885,13 @@ def _spread(samples: list[Sample], count: int) -> list[Sample]:
 def _snapshot(net: nn.Module, epoch: int, val: dict[str, Any]) -> dict[str, Any]:
     """A cpu copy of the weights with the validation results they scored."""
     state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-    return {"state_dict": state, "epoch": epoch, "accuracy": val["accuracy"], "loss": val["loss"], "probs": val["probs"]}
+    return {
+        "state_dict": state,
+        "epoch": epoch,
+        "accuracy": val["accuracy"],
+        "loss": val["loss"],
+        "probs": val["probs"],
+    }
 
 
 def model_normalization(model: InferenceModel) -> dict[str, list[float]]:
@@ -752,26 +910,42 @@ def preprocessing_spec(checkpoint: dict) -> dict[str, Any]:
         "classes": list(checkpoint["classes"]),
         "resolution": resolution,
         "decode": "apply EXIF orientation, convert to RGB, resize (bilinear) to resolution x resolution "
-                  "without keeping the aspect ratio",
-        "input": {"dtype": "uint8", "layout": "NCHW", "channels": "RGB", "shape": [-1, 3, resolution, resolution]},
-        "normalization": {**{k: list(v) for k, v in checkpoint["normalization"].items()},
-                          "applied": "inside the model, on input / 255"},
+        "without keeping the aspect ratio",
+        "input": {
+            "dtype": "uint8",
+            "layout": "NCHW",
+            "channels": "RGB",
+            "shape": [-1, 3, resolution, resolution],
+        },
+        "normalization": {
+            **{k: list(v) for k, v in checkpoint["normalization"].items()},
+            "applied": "inside the model, on input / 255",
+        },
         "test_time_augmentation": bool(checkpoint.get("tta", False)),
         "output": "probabilities (softmax), one per class, in the order of `classes`",
     }
 
 
-def load_model(checkpoint: dict, device: str | torch.device = "cpu") -> tuple[InferenceModel, dict[str, Any]]:
+def load_model(
+    checkpoint: dict, device: str | torch.device = "cpu"
+) -> tuple[InferenceModel, dict[str, Any]]:
     """The checkpoint's model in eval mode (uint8 RGB NCHW in, probabilities out) and its preprocessing spec."""
     net = build_model(checkpoint["arch"], len(checkpoint["classes"]), int(checkpoint["resolution"]))
     net.load_state_dict(checkpoint["state_dict"])
-    model = InferenceModel(net, checkpoint["normalization"], int(checkpoint["resolution"]),
-                           tta=bool(checkpoint.get("tta", False)))
+    model = InferenceModel(
+        net,
+        checkpoint["normalization"],
+        int(checkpoint["resolution"]),
+        tta=bool(checkpoint.get("tta", False)),
+    )
     return model.to(device).eval(), preprocessing_spec(checkpoint)
 
 
-def predict(checkpoint_or_loaded: dict | tuple[InferenceModel, dict[str, Any]], images: list[bytes],
-            top_k: int = 5) -> list[list[tuple[str, float]]]:
+def predict(
+    checkpoint_or_loaded: dict | tuple[InferenceModel, dict[str, Any]],
+    images: list[bytes],
+    top_k: int = 5,
+) -> list[list[tuple[str, float]]]:
     """The ``top_k`` (class, probability) pairs of each encoded image, most probable first.
 
     Takes a checkpoint, or what ``load_model`` returned (cheaper when called often).
@@ -786,6 +960,9 @@ def predict(checkpoint_or_loaded: dict | tuple[InferenceModel, dict[str, Any]], 
     probs = probabilities(model, x, device=device)
     values, indices = probs.topk(min(top_k, len(classes)), dim=1)
     return [
-        [(classes[j], float(v)) for v, j in zip(row_values.tolist(), row_indices.tolist(), strict=True)]
+        [
+            (classes[j], float(v))
+            for v, j in zip(row_values.tolist(), row_indices.tolist(), strict=True)
+        ]
         for row_values, row_indices in zip(values, indices, strict=True)
     ]

@@ -40,7 +40,9 @@ def run(y_true, prob, classes):
     train_counts = {c: 10 * (i + 1) for i, c in enumerate(classes)}
     val_counts = {c: int((np.asarray(y_true) == i).sum()) for i, c in enumerate(classes)}
     ids = [f"img-{i}" for i in range(len(y_true))]
-    return evaluate_predictions(list(map(int, y_true)), prob, classes, train_counts, val_counts, ids)
+    return evaluate_predictions(
+        list(map(int, y_true)), prob, classes, train_counts, val_counts, ids
+    )
 
 
 def test_metrics_equal_scikit_learns():
@@ -51,7 +53,9 @@ def test_metrics_equal_scikit_learns():
 
     assert ev["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
     for average in ("macro", "weighted"):
-        assert ev[average]["precision"] == pytest.approx(precision_score(y_true, y_pred, average=average))
+        assert ev[average]["precision"] == pytest.approx(
+            precision_score(y_true, y_pred, average=average)
+        )
         assert ev[average]["recall"] == pytest.approx(recall_score(y_true, y_pred, average=average))
         assert ev[average]["f1"] == pytest.approx(f1_score(y_true, y_pred, average=average))
     per_class_precision = precision_score(y_true, y_pred, average=None)
@@ -92,7 +96,12 @@ def test_misclassified_samples_are_listed_most_confident_first():
     ev = run([1, 1, 1, 0], prob, ["cat", "dog"])
     assert ev["misclassified_total"] == 3
     assert [m["image_id"] for m in ev["misclassified"]] == ["img-2", "img-3", "img-0"]
-    assert ev["misclassified"][0] == {"image_id": "img-2", "true": "dog", "predicted": "cat", "confidence": 0.95}
+    assert ev["misclassified"][0] == {
+        "image_id": "img-2",
+        "true": "dog",
+        "predicted": "cat",
+        "confidence": 0.95,
+    }
 
 
 def test_precision_recall_curves_are_short_and_find_the_best_threshold():
@@ -121,8 +130,13 @@ def test_plots_are_png():
     ev = run(y_true, prob, [f"label-{i}" for i in range(12)])
     assert plot_confusion_matrix(ev).startswith(PNG_SIGNATURE)
     history = [
-        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_accuracy": 1 - 1 / (e + 1),
-         "val_accuracy": 1 - 1.2 / (e + 1)}
+        {
+            "epoch": e,
+            "train_loss": 1 / e,
+            "val_loss": 1.2 / e,
+            "train_accuracy": 1 - 1 / (e + 1),
+            "val_accuracy": 1 - 1.2 / (e + 1),
+        }
         for e in range(1, 6)
     ]
     assert plot_curves(history).startswith(PNG_SIGNATURE)

@@ -23,11 +23,17 @@ from trainyard.services.trainer.training import Progress, Sample, TrainConfig
 CLASSES = [str(d) for d in range(10)]
 SUBSET = 700  # digits used by the tests (of 1,797)
 
+# torch 2.14 deprecates TorchScript (torch.jit.save/load) in favour of torch.export; the
+# export format is still TorchScript, deliberately, so that plain `torch.jit.load` serves it.
+jit_deprecation = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
+
 
 def png(pixels: np.ndarray) -> bytes:
     """An 8x8 digit (values 0..16) as a grayscale PNG."""
     buffer = io.BytesIO()
-    Image.fromarray((pixels * 255 / 16).round().astype(np.uint8), mode="L").save(buffer, format="PNG")
+    Image.fromarray((pixels * 255 / 16).round().astype(np.uint8), mode="L").save(
+        buffer, format="PNG"
+    )
     return buffer.getvalue()
 
 
@@ -36,7 +42,9 @@ def digits() -> tuple[list[Sample], dict[str, bytes]]:
     data = load_digits()
     ids = [f"digit-{i:04d}" for i in range(SUBSET)]
     labels = data.target[:SUBSET]
-    train_idx, eval_idx = train_test_split(np.arange(SUBSET), stratify=labels, random_state=0, test_size=0.2)
+    train_idx, eval_idx = train_test_split(
+        np.arange(SUBSET), stratify=labels, random_state=0, test_size=0.2
+    )
     samples = [Sample(ids[i], str(labels[i]), "TRAIN") for i in train_idx]
     samples += [Sample(ids[i], str(labels[i]), "EVAL") for i in eval_idx]
     images = {ids[i]: png(data.images[i]) for i in range(SUBSET)}
@@ -48,7 +56,9 @@ def tiny_run(digits) -> tuple[training.TrainResult, list[tuple[float, Progress]]
     samples, images = digits
     calls: list[tuple[float, Progress]] = []
     config = TrainConfig(classes=CLASSES, preference="balance", max_epochs=3, seed=1)
-    result = training.train(samples, images, config, progress=lambda p: calls.append((time.time(), p)))
+    result = training.train(
+        samples, images, config, progress=lambda p: calls.append((time.time(), p))
+    )
     return result, calls
 
 
@@ -78,13 +88,23 @@ def test_tiny_run_learns_and_keeps_the_best_epoch(tiny_run, digits):
     # The checkpoint predicts what the evaluation says.
     blobs, labels = eval_part(samples, images)
     top1 = [ranked[0][0] for ranked in training.predict(result.checkpoint, blobs, top_k=1)]
-    assert np.mean([p == t for p, t in zip(top1, labels, strict=True)]) == pytest.approx(result.evaluation["accuracy"])
+    assert np.mean([p == t for p, t in zip(top1, labels, strict=True)]) == pytest.approx(
+        result.evaluation["accuracy"]
+    )
 
 
 def test_checkpoint_is_plain_and_loads_with_weights_only(tiny_run):
     checkpoint = tiny_run[0].checkpoint
-    assert {"arch", "classes", "resolution", "state_dict", "normalization", "epoch", "best_val_accuracy",
-            "preference"} <= checkpoint.keys()
+    assert {
+        "arch",
+        "classes",
+        "resolution",
+        "state_dict",
+        "normalization",
+        "epoch",
+        "best_val_accuracy",
+        "preference",
+    } <= checkpoint.keys()
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     loaded = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
@@ -134,8 +154,11 @@ def test_should_stop_ends_the_run_with_its_reason_and_the_best_epoch(digits):
             epochs_done.append(p.epoch)
 
     result = training.train(
-        samples, images, TrainConfig(classes=CLASSES, preference="performance_first", max_epochs=5),
-        progress=progress, should_stop=lambda: "cancelled" if len(epochs_done) >= 2 else None,
+        samples,
+        images,
+        TrainConfig(classes=CLASSES, preference="performance_first", max_epochs=5),
+        progress=progress,
+        should_stop=lambda: "cancelled" if len(epochs_done) >= 2 else None,
     )
     assert result.stop_reason == "cancelled"
     assert result.epochs_run == 2
@@ -147,8 +170,12 @@ def test_should_stop_ends_the_run_with_its_reason_and_the_best_epoch(digits):
 def test_a_run_stopped_before_any_step_keeps_its_initial_weights(digits, tiny_run):
     samples, images = digits
     start = tiny_run[0].checkpoint
-    result = training.train(samples, images, TrainConfig(classes=CLASSES, init_checkpoint=start),
-                            should_stop=lambda: "cancelled")
+    result = training.train(
+        samples,
+        images,
+        TrainConfig(classes=CLASSES, init_checkpoint=start),
+        should_stop=lambda: "cancelled",
+    )
     assert result.stop_reason == "cancelled"
     assert result.epochs_run == 0 and result.best_epoch == 0
     assert result.init == "incremental:same-classes"
@@ -162,10 +189,25 @@ def test_a_run_stopped_before_any_step_keeps_its_initial_weights(digits, tiny_ru
 def test_a_changed_class_set_keeps_the_head_rows_of_kept_classes(digits, tiny_run):
     samples, images = digits
     start = tiny_run[0].checkpoint
-    classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "nine"]  # "9" renamed: one dropped, one added
+    classes = [
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+        "8",
+        "nine",
+    ]  # "9" renamed: one dropped, one added
     renamed = [Sample(s.image_id, "nine" if s.label == "9" else s.label, s.usage) for s in samples]
-    result = training.train(renamed, images, TrainConfig(classes=classes, init_checkpoint=start),
-                            should_stop=lambda: "cancelled")
+    result = training.train(
+        renamed,
+        images,
+        TrainConfig(classes=classes, init_checkpoint=start),
+        should_stop=lambda: "cancelled",
+    )
     assert result.init == "incremental:new-head(kept=9,added=1,dropped=1)"
     state = result.checkpoint["state_dict"]
     head, _ = presets.classifier_head(presets.build_model(start["arch"], 10, start["resolution"]))
@@ -181,8 +223,11 @@ def test_incremental_training_starts_from_the_earlier_model(digits, tiny_run):
     samples, images = digits
     start = tiny_run[0]
     subset = [s for s in samples if s.label in {"3", "5", "8"}]
-    result = training.train(subset, images, TrainConfig(classes=["3", "5", "8"], max_epochs=1,
-                                                         init_checkpoint=start.checkpoint))
+    result = training.train(
+        subset,
+        images,
+        TrainConfig(classes=["3", "5", "8"], max_epochs=1, init_checkpoint=start.checkpoint),
+    )
     assert result.init == "incremental:new-head(kept=3,added=0,dropped=7)"
     assert result.arch == start.arch and result.resolution == start.resolution
     assert result.evaluation["accuracy"] > 0.8
@@ -191,6 +236,7 @@ def test_incremental_training_starts_from_the_earlier_model(digits, tiny_run):
 # --- serving ----------------------------------------------------------------------------
 
 
+@jit_deprecation
 def test_predict_and_the_torchscript_export_agree(digits, tiny_run):
     samples, images = digits
     checkpoint = tiny_run[0].checkpoint
@@ -204,7 +250,12 @@ def test_predict_and_the_torchscript_export_agree(digits, tiny_run):
     scripted = torch.jit.load(io.BytesIO(archive), _extra_files=extra)
     assert json.loads(extra["preprocessing.json"]) == spec
     assert spec["input"]["dtype"] == "uint8" and spec["resolution"] == 8
-    x = torch.stack([torch.from_numpy(training.decode_image(b, spec["resolution"])).permute(2, 0, 1) for b in blobs])
+    x = torch.stack(
+        [
+            torch.from_numpy(training.decode_image(b, spec["resolution"])).permute(2, 0, 1)
+            for b in blobs
+        ]
+    )
     with torch.no_grad():
         probs = scripted(x)
     assert probs.shape == (32, 10)
@@ -215,6 +266,7 @@ def test_predict_and_the_torchscript_export_agree(digits, tiny_run):
         assert values.tolist() == pytest.approx([p for _, p in ranked], abs=1e-5)
 
 
+@jit_deprecation
 def test_the_export_keeps_test_time_augmentation(tiny_run):
     checkpoint = {**tiny_run[0].checkpoint, "tta": True}
     archive, spec = export.export_torchscript(checkpoint)
@@ -272,9 +324,13 @@ def test_every_preference_has_a_preset():
 def test_bad_samples_are_refused_with_the_field_named(digits):
     samples, images = digits
     with pytest.raises(Exception, match="samples"):
-        training.train([Sample("x", "cat", "TRAIN"), *samples], images, TrainConfig(classes=CLASSES))
+        training.train(
+            [Sample("x", "cat", "TRAIN"), *samples], images, TrainConfig(classes=CLASSES)
+        )
     with pytest.raises(Exception, match="samples"):
-        training.train([s for s in samples if s.usage == "TRAIN"], images, TrainConfig(classes=CLASSES))
+        training.train(
+            [s for s in samples if s.usage == "TRAIN"], images, TrainConfig(classes=CLASSES)
+        )
 
 
 def test_the_learning_rate_warms_up_then_decays():
@@ -282,4 +338,3 @@ def test_the_learning_rate_warms_up_then_decays():
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(rates[9:], rates[10:], strict=False))
     assert rates[-1] < 0.05
-
