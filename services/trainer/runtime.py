@@ -10,7 +10,6 @@ its artifacts there.
 from __future__ import annotations
 
 import io
-import json
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -80,7 +79,7 @@ class TrainerRuntime:
         self.device = device
         self._jobs: dict[str, JobRun] = {}
         self._lock = threading.Lock()
-        self._models: OrderedDict[str, dict] = OrderedDict()
+        self._models: OrderedDict[str, tuple] = OrderedDict()
         self._models_lock = threading.Lock()
         self._model_cache_size = model_cache_size
 
@@ -153,7 +152,8 @@ class TrainerRuntime:
 
             def progress(p: training.Progress) -> None:
                 now = time.time()
-                if now - last_progress[0] >= PROGRESS_INTERVAL_SECONDS or p.step == p.steps_total:
+                epoch_end = p.steps_total > 0 and p.step == p.steps_total
+                if now - last_progress[0] >= PROGRESS_INTERVAL_SECONDS or epoch_end:
                     last_progress[0] = now
                     job.emit("progress", _progress_body(p))
 
@@ -210,13 +210,13 @@ class TrainerRuntime:
         _check_prefix(artifact_prefix)
         if not images:
             raise InvalidArgument.field("images", "at least one image is required")
-        checkpoint = self._model(artifact_prefix)
-        classes = checkpoint["classes"]
+        loaded = self._model(artifact_prefix)
+        classes = loaded[1]["classes"]
         k = top_k or min(5, len(classes))
         if not 1 <= k <= len(classes):
             raise InvalidArgument.field("top_k", f"must be 1 to {len(classes)} (the number of classes)")
         try:
-            return training.predict(checkpoint, images, top_k=k)
+            return training.predict(loaded, images, top_k=k)
         except Exception as exc:
             raise InvalidArgument.field("images", f"an image could not be decoded: {exc}") from None
 
@@ -229,17 +229,18 @@ class TrainerRuntime:
         for start in range(0, len(data), chunk_bytes):
             yield data[start:start + chunk_bytes]
 
-    def _model(self, artifact_prefix: str) -> dict:
+    def _model(self, artifact_prefix: str) -> tuple:
+        """The loaded model (and its preprocessing) of a version; a bounded LRU cache of them."""
         with self._models_lock:
             if artifact_prefix in self._models:
                 self._models.move_to_end(artifact_prefix)
                 return self._models[artifact_prefix]
-        checkpoint = _load_checkpoint(self.objects.get_bytes(artifact_prefix + "checkpoint.pt"))
+        loaded = training.load_model(_load_checkpoint(self.objects.get_bytes(artifact_prefix + "checkpoint.pt")))
         with self._models_lock:
-            self._models[artifact_prefix] = checkpoint
+            self._models[artifact_prefix] = loaded
             while len(self._models) > self._model_cache_size:
                 self._models.popitem(last=False)
-        return checkpoint
+        return loaded
 
 
 def _check_spec(spec: JobSpec) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
+import torch
 
 from trainyard import log as logs
 from trainyard import metrics
@@ -57,6 +58,9 @@ class TrainerConfig:
 
 
 def build(config: TrainerConfig) -> tuple[RunningServer, TrainerRuntime]:
+    if not torch.cuda.is_available():
+        # Jobs share the CPU cores: each slot gets its share, or concurrent jobs thrash.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.slots))
     objects = ObjectStore(config.s3.endpoint, config.s3.access_key, config.s3.secret_key, config.s3.bucket, config.s3.secure)
     runtime = TrainerRuntime(objects, slots=config.slots, device=config.device)
     running = create_server(

@@ -63,16 +63,13 @@ CHECKPOINT_FORMAT = 1
 PROGRESS_INTERVAL = 1.0  # seconds between progress reports while running (the contract: <= 2 s)
 DEADLINE_MARGIN = 0.10  # share of the time budget kept free for the final evaluation and saving...
 DEADLINE_MARGIN_MAX = 300.0  # ...but never more than these seconds
-CALIBRATION_STEPS = (
-    3  # steps timed (after the first, which also builds kernels) to size the schedule
-)
+CALIBRATION_STEPS = 3  # steps timed (after the first: it builds kernels) to size the schedule
 SIZE_SAMPLE = 256  # images whose size decides the training resolution
 STATS_SAMPLE = 1024  # images whose pixels give the normalisation (mean and std)
 DECODE_CHUNK = 256  # images decoded between progress reports
 EVAL_BATCH_SIZE = 256
-PRECISE_BN_IMAGES = (
-    512  # training images that re-estimate batch-norm statistics before an evaluation
-)
+PRECISE_BN_IMAGES = 512  # training images that re-estimate batch-norm statistics (precise BN)
+FALLBACK_BN_IMAGES = 128  # ... when a run stopped before its first epoch ended: fewer, to be quick
 INCREMENTAL_LR_SCALE = 0.5  # a model that starts from a trained one takes smaller steps
 FINAL_LR_FRACTION = 0.01  # the cosine decay ends at this share of the peak learning rate
 IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -567,13 +564,14 @@ def recalibrate_batch_norm(
     *,
     device: torch.device,
     autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    images: int = PRECISE_BN_IMAGES,
 ) -> None:
     """Re-estimate the batch-norm running statistics on un-augmented training images ("precise BN").
 
     During training they trail the weights (an exponential average over past
     batches) and describe augmented images; evaluated with them, a young model
     scores far below what it has learnt. This is one forward pass over at most
-    PRECISE_BN_IMAGES images with the statistics averaged over all batches.
+    ``images`` training images, with the statistics averaged over all batches.
     """
     norms = [m for m in model.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -584,12 +582,14 @@ def recalibrate_batch_norm(
         m.momentum = None  # a cumulative average over the batches below
     model.net.train()
     channels_last = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    subset = x[:: max(1, len(x) // PRECISE_BN_IMAGES)][:PRECISE_BN_IMAGES]
+    subset = x[:: max(1, len(x) // images)][:images]
+    if len(subset) < 2:  # batch norm needs two values per channel
+        subset = subset.repeat(2, 1, 1, 1)
     batch_size = 64 if len(subset) >= 128 else len(subset)
     for start in range(0, len(subset) - batch_size + 1, batch_size):
-        images = subset[start : start + batch_size].to(device, non_blocking=True)
+        batch = subset[start : start + batch_size].to(device, non_blocking=True)
         with autocast():
-            model.net(model.normalize(images.float() / 255).contiguous(memory_format=channels_last))
+            model.net(model.normalize(batch.float() / 255).contiguous(memory_format=channels_last))
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
 
@@ -791,7 +791,9 @@ def train(
         stop_reason = DURATION_LIMIT if run.time_limited else CONVERGED
     if best is None:  # stopped before the first epoch ended: keep what there is
         if run.step > 0:
-            recalibrate_batch_norm(model, train_x, device=device, autocast=autocast)
+            recalibrate_batch_norm(
+                model, train_x, device=device, autocast=autocast, images=FALLBACK_BN_IMAGES
+            )
         best = _snapshot(net, 0, evaluate(model, val_x, val_y, device=device, autocast=autocast))
 
     # -- the best epoch's evaluation, with test-time augmentation when it helps
