@@ -39,7 +39,7 @@ def fingerprint(*files: str) -> str:
 
 
 def setup(with_node_tools: bool) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script runs under whatever python3 the user has
         sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
     if not (BIN / "python").exists():
         print(f"creating {VENV}", flush=True)

@@ -77,7 +77,7 @@ def via_grpc(client: Client, dataset: str, files, streams: int) -> float:
 
 def direct(objects: ObjectStore, prefix: str, files, streams: int) -> float:
     def put(part):
-        for name, _, data in part:
+        for _, _, data in part:
             objects.put_bytes(f"{prefix}/{hashlib.sha256(data).hexdigest()}", data, content_type="image/jpeg")
 
     started = time.perf_counter()

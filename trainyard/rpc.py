@@ -24,12 +24,12 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
+import structlog
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
-import structlog
 
 from trainyard import errors, metrics
 

@@ -452,7 +452,7 @@ def _files(parts: Iterable[FileHeader | bytes]) -> Iterator[tuple[FileHeader, It
     while header is not None:
         following: list[FileHeader | None] = [None]
 
-        def chunks() -> Iterator[bytes]:
+        def chunks(following: list[FileHeader | None] = following) -> Iterator[bytes]:
             while True:
                 part = next_part()
                 if part is None:

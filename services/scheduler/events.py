@@ -13,6 +13,7 @@ scheduler's asyncio server uses: one event loop serves every stream).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -133,10 +134,8 @@ class EventFeed:
                 if batch is None:
                     batch = await asyncio.to_thread(self.store.events_after, job_id, sequence)
                 if not batch:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), timeout=1.0)
-                    except TimeoutError:
-                        pass
                     continue
                 for event in batch:
                     yield event

@@ -13,17 +13,31 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from trainyard import paging
-from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange, TrainyardError, Unavailable
+from trainyard.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    TrainyardError,
+    Unavailable,
+)
 from trainyard.services.dataset.rules import parse_train_ratio
 from trainyard.services.scheduler.events import EventFeed
 from trainyard.services.scheduler.flavors import Flavor, FlavorCatalog
 from trainyard.services.scheduler.ports import DatasetPort, TrainerPort, TrainerUpdate, TrainingSpec
-from trainyard.services.scheduler.store import ACTIVE_STATES, FINAL_STATES, Event, Job, SchedulerStore, Trainer
+from trainyard.services.scheduler.store import (
+    ACTIVE_STATES,
+    Event,
+    Job,
+    SchedulerStore,
+    Trainer,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -572,8 +586,6 @@ def _parameters(params: dict[str, Any]) -> dict[str, Any]:
 
 def _model_version_json(body: dict[str, Any]) -> dict[str, Any]:
     """A stored model version in the ModelVersion proto-JSON form."""
-    from datetime import UTC, datetime
-
     out = dict(body)
     out["createTime"] = datetime.fromtimestamp(body["createTime"], UTC).isoformat().replace("+00:00", "Z")
     return out

@@ -31,6 +31,7 @@ from trainyard.services.trainer import export, training
 log = structlog.get_logger(__name__)
 
 PROGRESS_INTERVAL_SECONDS = 1.0
+FINISHED_JOBS_KEPT = 64  # ended jobs whose events stay in memory for re-attaching schedulers
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class TrainerRuntime:
                 if running >= self.slots:
                     raise ResourceExhausted(f"all {self.slots} training slot(s) of this trainer are busy")
                 job = JobRun(spec)
+                self._forget_old_jobs()
                 self._jobs[spec.job_id] = job
                 threading.Thread(target=self._train, args=(job,), name=f"train-{spec.job_id}", daemon=True).start()
         sequence = after_sequence
@@ -124,6 +126,12 @@ class TrainerRuntime:
                 sequence = event.sequence
             if job.done and sequence >= len(job.events):
                 return
+
+    def _forget_old_jobs(self) -> None:
+        """Keep the events of the most recent ended jobs only (the lock is held)."""
+        ended = [job_id for job_id, job in self._jobs.items() if job.done]
+        for job_id in ended[: max(0, len(ended) - FINISHED_JOBS_KEPT)]:
+            del self._jobs[job_id]
 
     def stop(self, job_id: str, reason: str) -> bool:
         job = self._jobs.get(job_id)

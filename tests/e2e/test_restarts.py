@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from tests.e2e.stacks import running_stack
 from trainyard.sample_data import digit_files
 from trainyard.sdk import Client
-from tests.e2e.stacks import running_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -313,7 +313,7 @@ def test_set_labels_rename_and_diff(stub):
 def test_import_manifest_from_the_bucket(stub, objects):
     ds = new_dataset(stub)
     lines = []
-    for i, (name, label, data) in enumerate(digit_files(per_class=1)):
+    for i, (_, label, data) in enumerate(digit_files(per_class=1)):
         key = f"incoming/{ds.id}/{i}.png"
         objects.put_bytes(key, data)
         lines.append(json.dumps({"source": f"s3://{objects.bucket}/{key}", "annotation": [

@@ -6,7 +6,9 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pool, json_format
 from google.protobuf.message_factory import GetMessageClass
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
 from trainyard.rpc import channel
 from trainyard.services.dataset.server import DatasetConfig
