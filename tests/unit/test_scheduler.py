@@ -334,3 +334,18 @@ def test_a_database_of_another_schema_version_is_refused(tmp_path):
     Database(tmp_path / "x.db", "CREATE TABLE IF NOT EXISTS t (a INTEGER);", version=1).close()  # same version: fine
     with pytest.raises(SchemaMismatch, match="schema version 1; this release expects 2"):
         Database(tmp_path / "x.db", "CREATE TABLE IF NOT EXISTS t (a INTEGER);", version=2)
+
+
+def test_one_free_queue_across_tenants_and_a_tenant_over_quota_lets_others_pass(tmp_path):
+    service, _, _ = make(tmp_path, FakeTrainer(steps=0))
+    a1 = service.create_job(JobRequest(dataset_id="ds-1", **FREE), tenant="alice")
+    a2 = service.create_job(JobRequest(dataset_id="ds-1", **FREE), tenant="alice")
+    b1 = service.create_job(JobRequest(dataset_id="ds-1", **FREE), tenant="bob")
+    assert [a1.queue_position, a2.queue_position, b1.queue_position] == [1, 2, 3]  # one queue for the flavor
+    add_trainer(service, slots=2)
+    wait_for(lambda: service.get_job(b1.id).state in ("STARTING", "RUNNING"))
+    assert service.get_job(a1.id).state in ("STARTING", "RUNNING")
+    waiting = service.get_job(a2.id)
+    assert waiting.state == "QUEUED" and waiting.queue_position == 1 and "quota" in waiting.wait_reason
+    positions = [e.payload["queuePosition"]["position"] for e in service.store.events_after(a2.id, 0) if "queuePosition" in e.payload]
+    assert positions == sorted(positions, reverse=True)
