@@ -196,7 +196,7 @@ class SchedulerService:
                 "queue_position": place, "wait_reason": wait,
             })
             self.store.append_event(tx, job_id, now, {"stateChange": {"state": "TRAINING_JOB_STATE_QUEUED",
-                                                                       "message": f"queued on {flavor.display_name}"}})
+                                                                       "message": f"for {flavor.display_name}"}})
             self.store.append_event(tx, job_id, now, {"queuePosition": {"position": place, "jobsAhead": place - 1,
                                                                          "waitReason": wait}})
         log.info("job.created", job_id=job_id, dataset_id=dataset_id, version=version.name, flavor=flavor.id)
