@@ -11,6 +11,7 @@ import asyncio
 import secrets
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -94,7 +95,8 @@ class SchedulerService:
         self._stopping = threading.Event()
         self._runners: dict[str, threading.Thread] = {}
         self._runners_lock = threading.Lock()
-        self._request_locks: dict[str, threading.Lock] = {}
+        # Creations with one request id are serialised; a fixed set of lock stripes keeps memory bounded.
+        self._request_locks = [threading.Lock() for _ in range(64)]
         self._dispatcher: threading.Thread | None = None
         self._last_prune = 0.0
 
@@ -120,8 +122,7 @@ class SchedulerService:
     def create_job(self, req: JobRequest, tenant: str = DEFAULT_TENANT) -> Job:
         """Validate everything, then publish a version if needed, then queue the job."""
         if req.request_id:
-            lock = self._request_locks.setdefault(req.request_id, threading.Lock())
-            with lock:
+            with self._request_locks[zlib.crc32(req.request_id.encode()) % len(self._request_locks)]:
                 existing = self.store.job_by_request(tenant, req.request_id)
                 return existing or self._create(req, tenant)
         return self._create(req, tenant)
