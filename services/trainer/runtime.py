@@ -208,6 +208,7 @@ class TrainerRuntime:
             "evaluation": result.evaluation, "history": result.history, "stop_reason": result.stop_reason,
             "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "device": result.device,
             "architecture": result.arch, "resolution": result.resolution, "initialization": result.init,
+            "pipeline": result.pipeline,
             "parameters": asdict(spec), "samples": {f"{label}/{usage}": n for (label, usage), n in sorted(counts.items())},
         })
         self.objects.put_bytes(prefix + "confusion_matrix.png", evaluation_mod.plot_confusion_matrix(result.evaluation), "image/png")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -102,6 +103,7 @@ class TrainConfig:
     device: str | None = None  # None: cuda when available, else cpu
     max_epochs: int | None = None  # caps the preset's epochs (tiny test runs)
     init_checkpoint: dict | None = None  # incremental training (S4): a checkpoint of an earlier run
+    max_cache_bytes: int | None = None  # decoded-image cache budget; None: half the machine's memory
 
 
 @dataclass
@@ -136,6 +138,7 @@ class TrainResult:
     resolution: int
     arch: str
     init: str  # "scratch" | "pretrained:<file>" | "incremental:<how>"
+    pipeline: str = "cached"  # "cached": decoded once; "streamed": decoded per batch (over the cache budget)
 
 
 # --- data -------------------------------------------------------------------------------
@@ -181,6 +184,29 @@ def decode_images(
             )
             on_chunk(start + len(arrays))
     return cache
+
+
+class StreamedImages:
+    """Images decoded on every access instead of cached, for datasets whose uint8 cache would
+    not fit the memory budget. Indexed like the cache tensor: len(), slices, index tensors."""
+
+    def __init__(self, items: Sequence[T], load: Callable[[T], bytes], resolution: int) -> None:
+        self.items, self.load, self.resolution = items, load, resolution
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: slice | torch.Tensor) -> torch.Tensor:
+        positions = range(len(self.items))[key] if isinstance(key, slice) else key.tolist()
+        return decode_images([self.items[i] for i in positions], self.load, self.resolution)
+
+
+def cache_budget() -> int:
+    """Half of the machine's physical memory: the default limit of the decoded-image cache."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -704,10 +730,16 @@ def train(
             )
         )
 
-    train_x = decode_images(train_samples, fetch, resolution, decoded)
-    val_x = decode_images(
-        val_samples, fetch, resolution, lambda done: decoded(len(train_samples) + done)
-    )
+    cache_bytes = total_images * 3 * resolution * resolution
+    pipeline = "cached" if cache_bytes <= (config.max_cache_bytes or cache_budget()) else "streamed"
+    if pipeline == "cached":
+        train_x = decode_images(train_samples, fetch, resolution, decoded)
+        val_x = decode_images(
+            val_samples, fetch, resolution, lambda done: decoded(len(train_samples) + done)
+        )
+    else:  # over the budget: decode each batch as it is needed (threads; the GIL is released)
+        train_x = StreamedImages(train_samples, fetch, resolution)
+        val_x = StreamedImages(val_samples, fetch, resolution)
     index = {name: i for i, name in enumerate(classes)}
     train_y = torch.tensor([index[s.label] for s in train_samples])
     val_y = torch.tensor([index[s.label] for s in val_samples])
@@ -837,6 +869,7 @@ def train(
         },
     }
     return TrainResult(
+        pipeline=pipeline,
         checkpoint=checkpoint,
         evaluation=evaluation,
         history=history,

@@ -358,3 +358,19 @@ def test_the_learning_rate_warms_up_then_decays():
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(rates[9:], rates[10:], strict=False))
     assert rates[-1] < 0.05
+
+
+def test_a_dataset_over_the_cache_budget_is_decoded_per_batch(digits):
+    samples, images = digits
+    fetched: list[str] = []
+
+    def load(sample: Sample) -> bytes:
+        fetched.append(sample.image_id)
+        return images[sample.image_id]
+
+    config = TrainConfig(classes=CLASSES, preference="performance_first", max_epochs=2, seed=3, max_cache_bytes=1024)
+    result = training.train(samples, load, config)
+    assert result.pipeline == "streamed"
+    assert len(fetched) > 2 * len(samples)  # decoded again on every pass, not cached
+    assert result.evaluation["accuracy"] > 0.3  # it still learns (10 classes: chance is 0.1)
+    assert sum(c["support"] for c in result.evaluation["classes"]) == sum(s.usage == "EVAL" for s in samples)
