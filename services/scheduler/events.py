@@ -6,8 +6,8 @@ being watched, so a thousand watchers of one job cost one database read per
 event, not a thousand. Watchers that start behind (a replay from sequence 0,
 a resume after a disconnect) read the gap from the store first.
 
-Watchers are threads (`follow`) or coroutines (`follow_async`, what the
-scheduler's asyncio server uses: one event loop serves every stream).
+Watchers are coroutines (the scheduler's asyncio server): one event loop
+serves every stream, and a published event wakes each loop once.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from trainyard.services.scheduler.store import Event, SchedulerStore
@@ -26,7 +26,6 @@ MAX_CACHED_EVENTS = 5000  # per watched job; older ones are read from the store 
 @dataclass
 class _Watched:
     first: int  # sequence of events[0] once there are events; the next expected otherwise
-    changed: threading.Condition  # shares the feed's lock; wakes this job's thread watchers
     events: list[Event] = field(default_factory=list)
     watchers: int = 0
     async_waiters: dict[asyncio.Event, asyncio.AbstractEventLoop] = field(default_factory=dict)
@@ -67,7 +66,6 @@ class EventFeed:
 
     @staticmethod
     def _notify(entry: _Watched) -> None:
-        entry.changed.notify_all()
         by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
         for event, loop in entry.async_waiters.items():
             by_loop.setdefault(loop, []).append(event)
@@ -80,7 +78,7 @@ class EventFeed:
         if entry is None:
             job = self.store.get_job(job_id)
             first = (job.last_sequence if job else 0) + 1
-            entry = self._jobs[job_id] = _Watched(first=first, changed=threading.Condition(self._lock))
+            entry = self._jobs[job_id] = _Watched(first=first)
         entry.watchers += 1
         return entry
 
@@ -96,31 +94,11 @@ class EventFeed:
             return None
         return entry.events[sequence + 1 - entry.first:]
 
-    def follow(self, job_id: str, after: int, keep_going: Callable[[], bool]) -> Iterator[Event]:
-        """Events with a sequence above `after`, live, until the final one or keep_going() is false."""
-        with self._lock:
-            entry = self._enter(job_id)
-        try:
-            sequence = after
-            while keep_going():
-                with self._lock:
-                    batch = self._cached(entry, sequence)
-                    if batch == []:
-                        entry.changed.wait(timeout=1.0)
-                        continue
-                if batch is None:  # behind what memory holds: read the gap from the store
-                    batch = self.store.events_after(job_id, sequence)
-                for event in batch:
-                    yield event
-                    sequence = event.sequence
-                    if event.final:
-                        return
-        finally:
-            with self._lock:
-                self._leave(job_id, entry)
-
     async def follow_async(self, job_id: str, after: int, keep_going: Callable[[], bool]) -> AsyncIterator[Event]:
-        """`follow` for coroutines: waiting costs no thread."""
+        """Events with a sequence above `after`, live, until the final one or keep_going() is false.
+
+        Waiting costs no thread: the feed wakes the watcher's event loop when its job gets events.
+        """
         wake = asyncio.Event()
         with self._lock:
             entry = self._enter(job_id)

@@ -237,17 +237,11 @@ class SchedulerService:
                 f"watch from after_sequence {job.first_sequence - 1} or later"
             )
 
-    def watch(self, job_id: str, after_sequence: int, is_active: Callable[[], bool] = lambda: True) -> Iterator[Event]:
-        """The job's events after `after_sequence`: stored ones, then live ones, until the final event."""
-        self._check_watch(job_id, after_sequence)
-        for event in self.feed.follow(job_id, after_sequence, lambda: is_active() and not self._stopping.is_set()):
-            yield event
-            if event.final:
-                return
-        self._check_stopping()
-
     async def watch_async(self, job_id: str, after_sequence: int) -> AsyncIterator[Event]:
-        """`watch` for the asyncio server: a coroutine per watcher instead of a thread."""
+        """The job's events after `after_sequence`: stored ones, then live ones, until the final event.
+
+        A coroutine per watcher (the scheduler serves on grpc.aio), so watchers cost no threads.
+        """
         await asyncio.to_thread(self._check_watch, job_id, after_sequence)
         async for event in self.feed.follow_async(job_id, after_sequence, lambda: not self._stopping.is_set()):
             yield event

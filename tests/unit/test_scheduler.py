@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 from pathlib import Path
 
@@ -82,6 +82,15 @@ def make(tmp_path: Path, trainer: FakeTrainer | None = None, **settings) -> tupl
     return service, datasets, trainer
 
 
+def watch(service: SchedulerService, job_id: str, after: int) -> list:
+    """Every event of a watch, as the scheduler's asyncio server streams them."""
+
+    async def collect() -> list:
+        return [event async for event in service.watch_async(job_id, after)]
+
+    return asyncio.run(asyncio.wait_for(collect(), timeout=30))
+
+
 def add_trainer(service: SchedulerService, slots: int = 1) -> None:
     service.register_trainer("t1", "127.0.0.1:1", ["free-gpu", "compute-gpu-1"], slots, "cpu")
 
@@ -156,12 +165,12 @@ def test_job_runs_to_a_model_version_and_watch_replays_then_ends(tmp_path):
     done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
     assert done.state == "COMPLETED" and done.stop_reason == "CONVERGED"
     assert done.model_version == "V001"
-    events = list(service.watch(job.id, 0))
+    events = watch(service, job.id, 0)
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert events[-1].final
     kinds = [next(iter(e.payload)) for e in events]
     assert kinds[0] == "stateChange" and "progress" in kinds and "result" in kinds
-    assert [e.sequence for e in service.watch(job.id, 3)] == [e.sequence for e in events[3:]]
+    assert [e.sequence for e in watch(service, job.id, 3)] == [e.sequence for e in events[3:]]
     second = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
     assert wait_for(lambda: service.get_job(second.id).model_version) == "V002"
 
@@ -225,7 +234,7 @@ def test_cancel_queued_job_and_refuse_cancelling_an_ended_one(tmp_path):
     job = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
     cancelled = service.cancel(job.id)
     assert (cancelled.state, cancelled.stop_reason) == ("CANCELLED", "CANCELLED")
-    assert list(service.watch(job.id, 0))[-1].final
+    assert watch(service, job.id, 0)[-1].final
     with pytest.raises(FailedPrecondition):
         service.cancel(job.id)
 
@@ -242,7 +251,7 @@ def test_unknown_job_is_not_found(tmp_path):
     with pytest.raises(NotFound):
         service.get_job("job-nope")
     with pytest.raises(NotFound):
-        next(service.watch("job-nope", 0))
+        watch(service, "job-nope", 0)
 
 
 def test_pay_per_use_jobs_are_billed_and_free_jobs_cost_nothing(tmp_path):
@@ -272,9 +281,9 @@ def test_pruned_events_give_a_clear_out_of_range_error(tmp_path):
     done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
     assert service.store.prune_events(ended_before=done.end_time + 1) == done.last_sequence - 1
     with pytest.raises(OutOfRange) as exc:
-        next(service.watch(job.id, 0))
+        watch(service, job.id, 0)
     assert f"after_sequence {done.last_sequence - 1}" in exc.value.message
-    (final,) = list(service.watch(job.id, done.last_sequence - 1))
+    (final,) = watch(service, job.id, done.last_sequence - 1)
     assert final.final
 
 
@@ -310,21 +319,21 @@ def test_pay_per_use_quota_makes_jobs_wait_not_fail(tmp_path):
 def test_many_watchers_each_see_every_event_once_in_order(tmp_path):
     service, _, _ = make(tmp_path, FakeTrainer(steps=20))
     job = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
-    seen: dict[int, list[int]] = {}
 
-    def watcher(i: int) -> None:
-        seen[i] = [e.sequence for e in service.watch(job.id, 0)]
+    async def watchers() -> list[list[int]]:
+        async def one() -> list[int]:
+            return [e.sequence async for e in service.watch_async(job.id, 0)]
 
-    threads = [threading.Thread(target=watcher, args=(i,)) for i in range(50)]
-    for t in threads:
-        t.start()
-    add_trainer(service)
-    for t in threads:
-        t.join(timeout=30)
+        tasks = [asyncio.create_task(one()) for _ in range(50)]
+        await asyncio.sleep(0.2)  # every watcher is waiting before training starts
+        add_trainer(service)
+        return await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+
+    seen = asyncio.run(watchers())
     final = service.get_job(job.id)
     assert final.state == "COMPLETED"
-    assert all(s == list(range(1, final.last_sequence + 1)) for s in seen.values())
     assert len(seen) == 50
+    assert all(s == list(range(1, final.last_sequence + 1)) for s in seen)
 
 
 def test_a_database_of_another_schema_version_is_refused(tmp_path):
