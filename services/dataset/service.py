@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import structlog
 
 from trainyard import paging
-from trainyard.errors import AlreadyExists, InvalidArgument, NotFound
+from trainyard.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from trainyard.objectstore import ObjectStore
 from trainyard.services.dataset import images, manifest, rules, split
 from trainyard.services.dataset.store import DatasetRow, DatasetStore, ImageRow, VersionRow
@@ -160,14 +160,18 @@ class DatasetService:
         return rows, paging.next_token(offset, limit, len(rows))
 
     # images ----------------------------------------------------------------------
-    def upload(self, dataset_id: str, parts: Iterable[FileHeader | bytes]) -> list[UploadOutcome]:
+    def upload(self, dataset_id: str, parts: Iterable[FileHeader | bytes],
+               still_wanted: Callable[[], bool] = lambda: True) -> list[UploadOutcome]:
         """Store each file of an upload stream; a bad file is rejected, the rest go on.
 
         `parts` is the stream as it arrives: a FileHeader, then that file's chunks,
         then the next header. Bytes before the first header are a malformed stream.
         While the next file arrives, earlier ones are validated and written to the
         object store by a few workers; their rows commit together when the stream
-        ends, so a stream cut off midway acknowledges nothing and leaves no row.
+        ends. A file cut off midway is never stored; when the cut is seen (the stream fails,
+        or `still_wanted` says the caller is gone) nothing of the stream is recorded. gRPC can
+        report a cancelled stream as an ordinary end, so files received in full before a cut
+        may be recorded; a retry then reports them as duplicates.
         """
         dataset = self.get_dataset(dataset_id)
         in_flight = threading.BoundedSemaphore(UPLOAD_WORKERS * 2)  # bounds the bytes held in memory
@@ -186,6 +190,8 @@ class DatasetService:
                     pending.append(future)
             finally:
                 prepared = [f.result() for f in pending]
+        if not still_wanted():
+            raise Aborted("the upload was cut off before it ended; nothing of it was recorded")
         return self._commit(dataset.id, prepared)
 
     def _receive(self, header: FileHeader, chunks: Iterator[bytes]) -> tuple[str, bytes] | UploadOutcome:

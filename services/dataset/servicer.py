@@ -42,7 +42,7 @@ class DatasetServicer(api_grpc.DatasetServiceServicer):
                 elif kind == "chunk":
                     yield message.chunk
 
-        return _outcomes(api.UploadImagesResponse, self.service.upload(first.dataset_id, parts()))
+        return _outcomes(api.UploadImagesResponse, self.service.upload(first.dataset_id, parts(), context.is_active))
 
     def ListImages(self, request, context):
         rows, token = self.service.list_images(
