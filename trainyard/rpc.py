@@ -244,11 +244,11 @@ class RunningServer:
         return asyncio.run_coroutine_threadsafe(function(*args), self.loop).result()
 
 
-_OPTIONS = [
+_MESSAGE_LIMITS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.so_reuseport", 0),
 ]
+_OPTIONS = [*_MESSAGE_LIMITS, ("grpc.so_reuseport", 0)]
 
 
 def create_server(
@@ -317,13 +317,7 @@ def serve_until_signal(running: RunningServer, on_stop: Callable[[], None] = lam
 
 def channel(address: str) -> grpc.Channel:
     """A client channel with the same message limits as the servers."""
-    return grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
-    )
+    return grpc.insecure_channel(address, options=_MESSAGE_LIMITS)
 
 
 _ERRORS_BY_CODE = {code: cls for cls, code in _CODES.items()}

@@ -6,7 +6,6 @@ mapping them is a parse.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format
@@ -52,7 +51,5 @@ def flavor(f: Flavor, capacity: int, in_use: int, queued: int) -> pb.Flavor:
 
 
 def model_version(body: dict[str, Any]) -> pb.ModelVersion:
-    data = dict(body)
-    if isinstance(data.get("createTime"), (int, float)):
-        data["createTime"] = datetime.fromtimestamp(data["createTime"], UTC).isoformat().replace("+00:00", "Z")
-    return json_format.ParseDict(data, pb.ModelVersion(), ignore_unknown_fields=True)
+    """A stored model version (kept in its proto-JSON form) as a proto."""
+    return json_format.ParseDict(body, pb.ModelVersion(), ignore_unknown_fields=True)

@@ -521,14 +521,15 @@ class SchedulerService:
             "datasetId": job.dataset_id, "jobId": job.id, "datasetVersion": job.params["datasetVersion"],
             "parameters": _parameters(job.params), "evaluation": outcome.get("evaluation", {}),
             "stopReason": "STOP_REASON_" + reason, "artifactPrefix": outcome["artifactPrefix"],
-            "createTime": now, "architecture": outcome.get("architecture", ""),
+            "createTime": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+            "architecture": outcome.get("architecture", ""),
             "initialization": outcome.get("initialization", ""), "epochsRun": outcome.get("epochsRun", 0),
             "bestEpoch": outcome.get("bestEpoch", 0), "device": outcome.get("device", ""),
             "trainingTime": outcome.get("trainingTime", "0s"),
         }
         version = self.store.insert_model_version(tx, job.dataset_id, job.id, now, body)
         self.store.update_job(tx, job.id, model_version=version)
-        self.store.append_event(tx, job.id, now, {"result": {"modelVersion": {**_model_version_json(body), "version": version}}})
+        self.store.append_event(tx, job.id, now, {"result": {"modelVersion": {**body, "version": version}}})
         self._finish_tx(tx, job.id, "COMPLETED", reason, f"model version {version} created", now)
 
     def _finish(self, job_id: str, state: str, reason: str, message: str) -> None:
@@ -576,11 +577,4 @@ def _parameters(params: dict[str, Any]) -> dict[str, Any]:
     out = {k: params[k] for k in keys}
     out["seed"] = str(out["seed"])
     out["preference"] = "TRAINING_PREFERENCE_" + params["preference"]
-    return out
-
-
-def _model_version_json(body: dict[str, Any]) -> dict[str, Any]:
-    """A stored model version in the ModelVersion proto-JSON form."""
-    out = dict(body)
-    out["createTime"] = datetime.fromtimestamp(body["createTime"], UTC).isoformat().replace("+00:00", "Z")
     return out
