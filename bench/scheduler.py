@@ -33,7 +33,6 @@ from trainyard.rpc import channel
 from trainyard.sample_data import digit_files
 from trainyard.scheduler.v1 import scheduler_service_pb2 as sc
 from trainyard.scheduler.v1 import scheduler_service_pb2_grpc as sc_grpc
-from trainyard.sdk import Client
 from trainyard.stack.local import LocalStack, StackSettings
 from trainyard.timeconv import timestamp
 from trainyard.trainer.v1 import trainer_pb2 as tr
@@ -157,7 +156,7 @@ def main() -> None:
             "TRAINYARD_FLAVORS_FILE": str(flavors), "TRAINYARD_LOG_LEVEL": "warning"}))
         stack.start(services=("dataset", "scheduler"))
         try:
-            client = Client(stack.address("dataset"), stack.address("scheduler"))
+            client = stack.client()
             ds = client.create_dataset("bench")
             client.upload_images(ds.id, digit_files(per_class=5))
             client.publish_version(ds.id, "v1")

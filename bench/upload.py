@@ -106,7 +106,7 @@ def main() -> None:
         stack = LocalStack(StackSettings(data_dir=Path(tmp), extra_env={"TRAINYARD_LOG_LEVEL": "warning"}))
         stack.start(services=("dataset",))
         try:
-            client = Client(stack.address("dataset"), stack.address("dataset"))
+            client = stack.client()
             objects = ObjectStore(stack.s3_config.endpoint, stack.s3_config.access_key, stack.s3_config.secret_key,
                                   stack.s3_config.bucket)
             results = {"streams": args.streams}

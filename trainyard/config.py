@@ -7,8 +7,12 @@ dataclasses built here; nothing reads the environment later.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from trainyard.auth import Authenticator, CallCredentials, KeyStore, read_internal_token
+from trainyard.tls import ClientTls, ServerTls
 
 
 def env_str(env: Mapping[str, str], name: str, default: str) -> str:
@@ -69,3 +73,35 @@ class S3Config:
             "TRAINYARD_S3_BUCKET": self.bucket,
             "TRAINYARD_S3_SECURE": "true" if self.secure else "false",
         }
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Who may call a service, how it talks TLS, and how it calls the others.
+
+    TRAINYARD_API_KEYS_FILE (default <TRAINYARD_DATA_DIR>/api-keys.json), the
+    internal token, and the TLS variables of `trainyard.tls`.
+    """
+
+    api_keys_file: Path
+    internal_token: str
+    server_tls: ServerTls | None = None
+    client_tls: ClientTls | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SecurityConfig:
+        env = os.environ if env is None else env
+        data_dir = Path(env_str(env, "TRAINYARD_DATA_DIR", ".trainyard"))
+        return cls(
+            api_keys_file=Path(env_str(env, "TRAINYARD_API_KEYS_FILE", str(data_dir / "api-keys.json"))),
+            internal_token=read_internal_token(env),
+            server_tls=ServerTls.from_env(env),
+            client_tls=ClientTls.from_env(env),
+        )
+
+    def authenticator(self, internal_methods: Sequence[str] = ()) -> Authenticator:
+        return Authenticator(KeyStore(self.api_keys_file), self.internal_token, internal_methods)
+
+    def internal_credentials(self) -> CallCredentials:
+        """What this service presents when it calls another (the tenant is named per call)."""
+        return CallCredentials(self.internal_token)

@@ -92,3 +92,15 @@ class OutOfRange(TrainyardError):
     """A position (a sequence number, an offset) lies outside what is kept."""
 
     code = "OUT_OF_RANGE"
+
+
+class Unauthenticated(TrainyardError):
+    """The call carries no valid credential."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(TrainyardError):
+    """The caller is known but may not call this method (a tenant calling a service-only method)."""
+
+    code = "PERMISSION_DENIED"

@@ -1,9 +1,10 @@
 """gRPC plumbing shared by every service: error mapping, access log, server factory.
 
-One interceptor wraps every handler: it binds the request id (the client's
-x-request-id, or a new one) to the log context, maps errors and writes one
-access-log line per RPC (method, code, latency). Authentication (issue 7) slots
-in before it. Domain errors (`trainyard.errors`) become status codes here and
+One interceptor wraps every handler, in this order: it binds the request id
+(the client's x-request-id, or a new one) to the log context, authenticates the
+caller (`trainyard.auth`: API key or internal token; health checks and
+reflection need none), maps errors and writes one access-log line per RPC
+(method, code, tenant, latency). Domain errors (`trainyard.errors`) become status codes here and
 nowhere else; anything unexpected becomes INTERNAL, logged with its traceback.
 
 Servers are threaded (`grpc.server`) except where a service streams to very many
@@ -31,7 +32,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from trainyard import errors, metrics
+from trainyard import auth, errors, metrics
+from trainyard.tls import ClientTls, ServerTls
 
 log = structlog.get_logger("trainyard.rpc")
 
@@ -42,6 +44,7 @@ _CODES: dict[type[errors.TrainyardError], grpc.StatusCode] = {
     for cls in (
         errors.InvalidArgument, errors.NotFound, errors.AlreadyExists, errors.FailedPrecondition,
         errors.ResourceExhausted, errors.Unavailable, errors.Aborted, errors.OutOfRange,
+        errors.Unauthenticated, errors.PermissionDenied,
     )
 }
 
@@ -79,30 +82,46 @@ class _Aborted(Exception):
     """Raised after context.abort; carries the code for the access log."""
 
 
-class ErrorMappingInterceptor(grpc.ServerInterceptor):
-    """One access-log line per RPC (method, code, latency) and domain errors → status codes."""
+class CallInterceptor(grpc.ServerInterceptor):
+    """Request id → authentication → error mapping → access log, around every handler."""
+
+    def __init__(self, authenticator: auth.Authenticator) -> None:
+        self.authenticator = authenticator
 
     def intercept_service(self, continuation, handler_call_details):
-        return _wrap(continuation(handler_call_details), handler_call_details.method)
+        return _wrap(continuation(handler_call_details), handler_call_details.method, self.authenticator)
 
 
-class AioErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class AioCallInterceptor(grpc.aio.ServerInterceptor):
     """The same for an asyncio server, whose handlers may be sync (run in its thread pool) or async."""
 
+    def __init__(self, authenticator: auth.Authenticator) -> None:
+        self.authenticator = authenticator
+
     async def intercept_service(self, continuation, handler_call_details):
-        return _wrap(await continuation(handler_call_details), handler_call_details.method)
+        return _wrap(await continuation(handler_call_details), handler_call_details.method, self.authenticator)
 
 
-def _wrap(handler, method: str):
-    """The handler with its behavior wrapped: request id, error mapping, access log."""
+def _wrap(handler, method: str, authenticator: auth.Authenticator):
+    """The handler with its behavior wrapped: request id, authentication, error mapping, access log."""
     if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
         return handler
+
+    def _begin(context) -> None:
+        """Bind the request id, then authenticate (raising Unauthenticated / PermissionDenied)."""
+        metadata = dict(context.invocation_metadata() or ())
+        structlog.contextvars.bind_contextvars(request_id=metadata.get("x-request-id") or uuid.uuid4().hex[:16])
+        auth.bind(None)
+        principal = authenticator.authenticate(method, metadata)
+        auth.bind(principal)
+        structlog.contextvars.bind_contextvars(tenant=principal.tenant or "-")
 
     def wrap_unary(behavior):
         if inspect.iscoroutinefunction(behavior):
             async def wrapped_async(request_or_iterator, context):
-                started, code = _begin(context), "OK"
+                started, code = time.perf_counter(), "OK"
                 try:
+                    _begin(context)
                     return await behavior(request_or_iterator, context)
                 except Exception as exc:  # noqa: BLE001 - mapped to a status here
                     status = _status(context, exc, method)
@@ -113,8 +132,9 @@ def _wrap(handler, method: str):
             return wrapped_async
 
         def wrapped(request_or_iterator, context):
-            started, code = _begin(context), "OK"
+            started, code = time.perf_counter(), "OK"
             try:
+                _begin(context)
                 return behavior(request_or_iterator, context)
             except Exception as exc:  # noqa: BLE001 - mapped to a status here
                 status = _status(context, exc, method)
@@ -128,8 +148,9 @@ def _wrap(handler, method: str):
     def wrap_stream(behavior):
         if inspect.isasyncgenfunction(behavior):
             async def wrapped_async(request_or_iterator, context):
-                started, code = _begin(context), "OK"
+                started, code = time.perf_counter(), "OK"
                 try:
+                    _begin(context)
                     async for response in behavior(request_or_iterator, context):
                         yield response
                 except (GeneratorExit, asyncio.CancelledError):
@@ -144,8 +165,9 @@ def _wrap(handler, method: str):
             return wrapped_async
 
         def wrapped(request_or_iterator, context):
-            started, code = _begin(context), "OK"
+            started, code = time.perf_counter(), "OK"
             try:
+                _begin(context)
                 yield from behavior(request_or_iterator, context)
             except GeneratorExit:
                 code = "CANCELLED"
@@ -176,13 +198,6 @@ def _wrap(handler, method: str):
     )
 
 
-def _begin(context) -> float:
-    """Bind the request id (the client's x-request-id, or a new one) to the log context."""
-    metadata = dict(context.invocation_metadata() or ())
-    structlog.contextvars.bind_contextvars(request_id=metadata.get("x-request-id") or uuid.uuid4().hex[:16])
-    return time.perf_counter()
-
-
 def _status(context, exc: Exception, method: str) -> grpc.Status:
     """The status to answer with; an abort already under way is re-raised untouched."""
     if isinstance(exc, errors.TrainyardError):
@@ -211,6 +226,7 @@ def _access_log(method: str, code: str, started: float, context: grpc.ServicerCo
     seconds = time.perf_counter() - started
     metrics.record_rpc(method, code, seconds)
     log.info("rpc", method=method, code=code, latency_ms=round(seconds * 1000, 2))
+    auth.bind(None)
 
 
 @dataclass
@@ -256,12 +272,15 @@ def create_server(
     register: Callable[[grpc.Server], None],
     service_names: Iterable[str],
     *,
+    authenticator: auth.Authenticator,
+    tls: ServerTls | None = None,
     max_workers: int = 64,
     use_asyncio: bool = False,
 ) -> RunningServer:
-    """Build, bind and start a server with health checking and reflection.
+    """Build, bind and start a server with authentication, health checking and reflection.
 
-    `address` may use port 0 (tests): the bound port is returned. With
+    `address` may use port 0 (tests): the bound port is returned. With `tls`
+    the port speaks TLS only (mTLS when it names a client CA). With
     `use_asyncio` the server is a grpc.aio server on an event loop of its own
     (a thread): async handlers run there, sync ones in a pool of `max_workers`.
     """
@@ -269,10 +288,10 @@ def create_server(
     if not use_asyncio:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-            interceptors=[ErrorMappingInterceptor()], options=_OPTIONS,
+            interceptors=[CallInterceptor(authenticator)], options=_OPTIONS,
         )
         running = RunningServer(server, 0, health.HealthServicer(), names)
-        _finish_setup(running, address, register)
+        _finish_setup(running, address, register, tls)
         server.start()
     else:
         loop = asyncio.new_event_loop()
@@ -281,10 +300,10 @@ def create_server(
         async def build() -> RunningServer:
             server = grpc.aio.server(
                 migration_thread_pool=futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-                interceptors=[AioErrorMappingInterceptor()], options=_OPTIONS,
+                interceptors=[AioCallInterceptor(authenticator)], options=_OPTIONS,
             )
             running = RunningServer(server, 0, health.aio.HealthServicer(), names, loop)
-            _finish_setup(running, address, register)
+            _finish_setup(running, address, register, tls)
             await server.start()
             return running
 
@@ -294,11 +313,14 @@ def create_server(
     return running
 
 
-def _finish_setup(running: RunningServer, address: str, register: Callable) -> None:
+def _finish_setup(running: RunningServer, address: str, register: Callable, tls: ServerTls | None) -> None:
     register(running.server)
     health_pb2_grpc.add_HealthServicer_to_server(running.health, running.server)
     reflection.enable_server_reflection([*running.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], running.server)
-    running.port = running.server.add_insecure_port(address)
+    if tls is None:
+        running.port = running.server.add_insecure_port(address)
+    else:
+        running.port = running.server.add_secure_port(address, tls.credentials())
     if running.port == 0:
         raise errors.Unavailable(f"cannot bind {address}")
 
@@ -315,9 +337,58 @@ def serve_until_signal(running: RunningServer, on_stop: Callable[[], None] = lam
     log.info("server.stopped")
 
 
-def channel(address: str) -> grpc.Channel:
-    """A client channel with the same message limits as the servers."""
-    return grpc.insecure_channel(address, options=_MESSAGE_LIMITS)
+def channel(address: str, tls: ClientTls | None = None, credentials: auth.CallCredentials | None = None) -> grpc.Channel:
+    """A client channel with the same message limits as the servers.
+
+    TLS when `tls` is given; `credentials` are sent with every call (a call's
+    own metadata, such as the tenant an internal call acts for, is kept).
+    """
+    if tls is None:
+        ch = grpc.insecure_channel(address, options=_MESSAGE_LIMITS)
+    else:
+        ch = grpc.secure_channel(address, tls.credentials(), options=_MESSAGE_LIMITS)
+    if credentials is None:
+        return ch
+    return grpc.intercept_channel(ch, _CredentialsInterceptor(credentials.metadata()))
+
+
+class _CredentialsInterceptor(
+    grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor,
+):
+    """Adds the caller's credential headers to every call."""
+
+    def __init__(self, headers: tuple[tuple[str, str], ...]) -> None:
+        self.headers = headers
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        own = tuple(details.metadata or ())
+        names = {name for name, _ in own}
+        metadata = own + tuple(h for h in self.headers if h[0] not in names)
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: tuple | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
 
 
 _ERRORS_BY_CODE = {code: cls for cls, code in _CODES.items()}

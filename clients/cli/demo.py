@@ -10,7 +10,6 @@ from trainyard.cli import display
 from trainyard.cli.display import console
 from trainyard.cli.main import EXIT_OK, follow
 from trainyard.sample_data import write_digits
-from trainyard.sdk import Client
 from trainyard.stack.local import LocalStack, StackSettings
 
 
@@ -24,7 +23,7 @@ def run_demo(data_dir: Path, max_minutes: int = 60) -> int:
     try:
         console.print(f"[bold]1.[/] stack up: dataset {stack.address('dataset')}, scheduler {stack.address('scheduler')}, "
                       f"trainer {stack.address('trainer')}, S3 {stack.s3_config.endpoint}")
-        client = Client(stack.address("dataset"), stack.address("scheduler"))
+        client = stack.client()
         folder = data_dir / "digits"
         count = write_digits(folder)
         console.print(f"[bold]2.[/] wrote scikit-learn's digits as {count} PNG files under {folder}/<digit>/")

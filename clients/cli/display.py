@@ -16,6 +16,11 @@ from trainyard.sdk import types
 console = Console()
 
 
+def when(epoch_seconds: float) -> str:
+    """A moment in local time, as people read it."""
+    return datetime.fromtimestamp(epoch_seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def words(value: str) -> str:
     return value.replace("_", " ")
 

@@ -8,6 +8,7 @@ Exit codes: 0 success; 1 a request failed (the message says why); 2 bad usage;
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -23,7 +24,7 @@ PREFERENCES = ("performance_first", "balance", "accuracy_first")
 
 
 def _client(args) -> Client:
-    return Client(args.dataset_address, args.scheduler_address)
+    return Client(args.dataset_address, args.scheduler_address, api_key=args.api_key)
 
 
 # dev and demo --------------------------------------------------------------------
@@ -37,6 +38,8 @@ def cmd_dev_up(args) -> int:
     settings = StackSettings.from_env()
     if args.data_dir:
         settings.data_dir = Path(args.data_dir)
+    settings.tls = settings.tls or args.tls or args.mtls
+    settings.mtls = settings.mtls or args.mtls
     stack = LocalStack(settings)
     signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly on SIGTERM too, not only Ctrl-C
     with console.status("starting the S3 server and the services…"):
@@ -47,6 +50,9 @@ def cmd_dev_up(args) -> int:
     table.add_row("object store (S3)", f"http://{stack.s3_config.endpoint}  bucket {stack.s3_config.bucket}")
     for name in ("dataset", "scheduler", "trainer"):
         table.add_row(f"{name} service (gRPC)", stack.address(name))
+    table.add_row("your API key (tenant default)", f"{stack.api_key_file}  (the CLI and SDK find it)")
+    if stack.certificates is not None:
+        table.add_row("TLS" + (" with client certificates" if settings.mtls else ""), f"CA {stack.certificates.ca}")
     table.add_row("data and logs", str(stack.data_dir))
     console.print(table)
     console.print("Ready. Press Ctrl-C to stop.")
@@ -59,6 +65,39 @@ def cmd_dev_up(args) -> int:
         with console.status("stopping…"):
             stack.stop()
     console.print("stopped")
+    return EXIT_OK
+
+
+# API keys (an operator's command: it edits the key file the services read) -----
+def _key_store(args):
+    from trainyard.auth import KeyStore
+
+    default = Path(os.environ.get("TRAINYARD_DATA_DIR", ".trainyard")) / "api-keys.json"
+    return KeyStore(Path(args.keys_file or os.environ.get("TRAINYARD_API_KEYS_FILE") or default))
+
+
+def cmd_keys_create(args) -> int:
+    record, key = _key_store(args).create(args.tenant, args.name, admin=args.admin)
+    console.print(f"created key [bold]{record.id}[/] for tenant [bold]{record.tenant}[/]"
+                  f"{' (admin)' if record.admin else ''}; it is shown once, store it now:")
+    print(key)
+    return EXIT_OK
+
+
+def cmd_keys_list(args) -> int:
+    table = display.Table(title=f"API keys in {_key_store(args).path}")
+    for column in ("id", "tenant", "name", "admin", "created", "revoked"):
+        table.add_column(column)
+    for k in _key_store(args).list():
+        table.add_row(k.id, k.tenant, k.name, "yes" if k.admin else "", display.when(k.created),
+                      display.when(k.revoked) if k.revoked else "")
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_keys_revoke(args) -> int:
+    record = _key_store(args).revoke(args.key_id)
+    console.print(f"revoked key {record.id} of tenant {record.tenant}; services refuse it within a second")
     return EXIT_OK
 
 
@@ -455,12 +494,28 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--dataset-address", help="dataset service host:port (default: env or the local stack)")
     p.add_argument("--scheduler-address", help="scheduler host:port (default: env or the local stack)")
+    p.add_argument("--api-key", help="API key (default: TRAINYARD_API_KEY, else the local stack's key)")
     sub = p.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="the local stack").add_subparsers(dest="dev", required=True)
     up = dev.add_parser("up", help="start S3 and the three services on loopback until Ctrl-C")
     up.add_argument("--data-dir", help="data directory (default TRAINYARD_DATA_DIR or .trainyard)")
+    up.add_argument("--tls", action="store_true", help="TLS on every endpoint, with a development CA in <data-dir>/tls")
+    up.add_argument("--mtls", action="store_true", help="TLS and client certificates required (mutual TLS)")
     up.set_defaults(func=cmd_dev_up)
+
+    keys = sub.add_parser("keys", help="API keys (operators: edits the key file the services read)")
+    keys.add_argument("--keys-file", help="default TRAINYARD_API_KEYS_FILE, else <TRAINYARD_DATA_DIR>/api-keys.json")
+    keys_sub = keys.add_subparsers(dest="keys", required=True)
+    create = keys_sub.add_parser("create", help="a new key for a tenant (printed once; only its hash is kept)")
+    create.add_argument("--tenant", required=True, help="lowercase letters, digits and '-'")
+    create.add_argument("--name", default="", help="what the key is for")
+    create.add_argument("--admin", action="store_true", help="may read every tenant's usage")
+    create.set_defaults(func=cmd_keys_create)
+    keys_sub.add_parser("list", help="keys with tenant, name and state (never the key)").set_defaults(func=cmd_keys_list)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(func=cmd_keys_revoke)
 
     demo = sub.add_parser("demo", help="the whole path on scikit-learn's digits: import, train, evaluate")
     demo.add_argument("--data-dir", default=".trainyard-demo", help="where the demo stack keeps its data")

@@ -11,6 +11,6 @@
 """
 
 from trainyard.sdk import types
-from trainyard.sdk.client import Client, default_addresses
+from trainyard.sdk.client import Client, Connection
 
-__all__ = ["Client", "default_addresses", "types"]
+__all__ = ["Client", "Connection", "types"]

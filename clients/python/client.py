@@ -17,11 +17,13 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import grpc
 
+from trainyard.auth import CallCredentials
 from trainyard.common.v1 import training_pb2 as common
 from trainyard.dataset.v1 import dataset_service_pb2 as ds
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as ds_grpc
@@ -30,22 +32,42 @@ from trainyard.rpc import channel, domain_error
 from trainyard.scheduler.v1 import scheduler_service_pb2 as sc
 from trainyard.scheduler.v1 import scheduler_service_pb2_grpc as sc_grpc
 from trainyard.sdk import types
+from trainyard.tls import ClientTls
 
 CHUNK_BYTES = 1 << 20
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 T = TypeVar("T")
 
 
-def default_addresses() -> tuple[str, str]:
-    """(dataset, scheduler) addresses: TRAINYARD_DATASET_ADDRESS / TRAINYARD_SCHEDULER_ADDRESS,
-    else those of a local stack started in TRAINYARD_DATA_DIR (default .trainyard), else the defaults."""
-    dataset = os.environ.get("TRAINYARD_DATASET_ADDRESS")
-    scheduler = os.environ.get("TRAINYARD_SCHEDULER_ADDRESS")
-    stack_file = Path(os.environ.get("TRAINYARD_DATA_DIR", ".trainyard")) / "stack.json"
-    if (not dataset or not scheduler) and stack_file.exists():
-        info = json.loads(stack_file.read_text())
-        dataset, scheduler = dataset or info["dataset"], scheduler or info["scheduler"]
-    return dataset or "127.0.0.1:50051", scheduler or "127.0.0.1:50052"
+@dataclass(frozen=True)
+class Connection:
+    """Where the services are and how to authenticate to them."""
+
+    dataset: str = "127.0.0.1:50051"
+    scheduler: str = "127.0.0.1:50052"
+    api_key: str | None = None
+    tls: ClientTls | None = None
+
+    @classmethod
+    def from_env(cls) -> Connection:
+        """TRAINYARD_DATASET_ADDRESS, TRAINYARD_SCHEDULER_ADDRESS, TRAINYARD_API_KEY and the TLS
+        variables (TRAINYARD_TLS_CA, TRAINYARD_TLS_CLIENT_CERT/KEY); what is unset comes from a
+        local stack started in TRAINYARD_DATA_DIR (default .trainyard), else the defaults."""
+        env = os.environ
+        stack_file = Path(env.get("TRAINYARD_DATA_DIR", ".trainyard")) / "stack.json"
+        info = json.loads(stack_file.read_text()) if stack_file.exists() else {}
+        api_key = env.get("TRAINYARD_API_KEY") or None
+        if api_key is None and info.get("api_key_file") and Path(info["api_key_file"]).exists():
+            api_key = Path(info["api_key_file"]).read_text().strip()
+        tls = ClientTls.from_env(env)
+        if tls is None and info.get("tls_ca"):
+            tls = ClientTls.from_files(info["tls_ca"], info.get("tls_client_cert"), info.get("tls_client_key"))
+        return cls(
+            dataset=env.get("TRAINYARD_DATASET_ADDRESS") or info.get("dataset") or cls.dataset,
+            scheduler=env.get("TRAINYARD_SCHEDULER_ADDRESS") or info.get("scheduler") or cls.scheduler,
+            api_key=api_key,
+            tls=tls,
+        )
 
 
 class Client:
@@ -54,16 +76,26 @@ class Client:
         dataset_address: str | None = None,
         scheduler_address: str | None = None,
         *,
+        api_key: str | None = None,
+        tls: ClientTls | None = None,
         timeout: float = 60.0,
         retries: int = 4,
         backoff: float = 0.2,
     ) -> None:
-        default_dataset, default_scheduler = default_addresses()
+        """Arguments left out come from `Connection.from_env()` (environment, then the local stack).
+
+        `api_key` is sent with every call; `tls` (a `trainyard.tls.ClientTls`: the CA to trust and,
+        for mTLS, the client certificate) turns TLS on.
+        """
+        defaults = Connection.from_env()
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self._datasets = ds_grpc.DatasetServiceStub(channel(dataset_address or default_dataset))
-        self._scheduler = sc_grpc.SchedulerServiceStub(channel(scheduler_address or default_scheduler))
+        api_key = api_key or defaults.api_key
+        tls = tls or defaults.tls
+        credentials = CallCredentials(api_key) if api_key else None
+        self._datasets = ds_grpc.DatasetServiceStub(channel(dataset_address or defaults.dataset, tls, credentials))
+        self._scheduler = sc_grpc.SchedulerServiceStub(channel(scheduler_address or defaults.scheduler, tls, credentials))
 
     # plumbing --------------------------------------------------------------------
     def _call(self, method, request, timeout: float | None, *, idempotent: bool = True):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from trainyard import log as logs
 from trainyard import metrics
-from trainyard.config import S3Config, env_float, env_int, env_str
+from trainyard.config import S3Config, SecurityConfig, env_float, env_int, env_str
 from trainyard.dataset.v1 import dataset_service_pb2, dataset_service_pb2_grpc
 from trainyard.objectstore import ObjectStore
 from trainyard.rpc import RunningServer, create_server, serve_until_signal
@@ -27,6 +27,7 @@ class DatasetConfig:
     data_dir: Path
     s3: S3Config
     limits: Limits
+    security: SecurityConfig
     deleted_retention_hours: float = 168.0  # longer than any job may run (6000 minutes)
     metrics_listen: str = ""  # /metrics address; empty: off
 
@@ -41,6 +42,7 @@ class DatasetConfig:
                 max_image_bytes=env_int(env, "TRAINYARD_MAX_IMAGE_BYTES", Limits.max_image_bytes),
                 max_image_pixels=env_int(env, "TRAINYARD_MAX_IMAGE_PIXELS", Limits.max_image_pixels),
             ),
+            security=SecurityConfig.from_env(env),
             deleted_retention_hours=env_float(env, "TRAINYARD_DELETED_RETENTION_HOURS", 168.0),
             metrics_listen=env_str(env, "TRAINYARD_DATASET_METRICS_LISTEN", ""),
         )
@@ -54,6 +56,8 @@ def build(config: DatasetConfig) -> tuple[RunningServer, DatasetService]:
         config.listen,
         lambda server: dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(service), server),
         [SERVICE_NAME],
+        authenticator=config.security.authenticator(),
+        tls=config.security.server_tls,
     )
     return running, service
 

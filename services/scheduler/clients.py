@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf import json_format
 
+from trainyard.auth import TENANT_HEADER
 from trainyard.common.v1 import training_pb2 as common
+from trainyard.config import SecurityConfig
 from trainyard.dataset.v1 import dataset_service_pb2 as ds
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as ds_grpc
 from trainyard.errors import InvalidArgument
@@ -22,29 +24,38 @@ from trainyard.trainer.v1 import trainer_service_pb2_grpc as trs_grpc
 CALL_TIMEOUT = 30.0
 
 
-class DatasetClient:
-    def __init__(self, address: str) -> None:
-        self.stub = ds_grpc.DatasetServiceStub(channel(address))
+def _acting_for(tenant: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata naming the tenant an internal call acts for."""
+    return ((TENANT_HEADER, tenant),)
 
-    def resolve_dataset(self, id_or_name: str) -> str:
+
+class DatasetClient:
+    """Calls the dataset service with the internal credential, always on behalf of a tenant."""
+
+    def __init__(self, address: str, security: SecurityConfig) -> None:
+        self.stub = ds_grpc.DatasetServiceStub(channel(address, security.client_tls, security.internal_credentials()))
+
+    def resolve_dataset(self, tenant: str, id_or_name: str) -> str:
         if not id_or_name:
             raise InvalidArgument.field("dataset_id", "is required")
         try:
-            return self.stub.GetDataset(ds.GetDatasetRequest(dataset_id=id_or_name), timeout=CALL_TIMEOUT).dataset.id
+            return self.stub.GetDataset(ds.GetDatasetRequest(dataset_id=id_or_name), timeout=CALL_TIMEOUT,
+                                   metadata=_acting_for(tenant)).dataset.id
         except grpc.RpcError as exc:
             raise domain_error(exc) from None
 
-    def get_version(self, dataset_id: str, name: str) -> VersionInfo:
+    def get_version(self, tenant: str, dataset_id: str, name: str) -> VersionInfo:
         try:
-            v = self.stub.GetVersion(ds.GetVersionRequest(dataset_id=dataset_id, version_name=name), timeout=CALL_TIMEOUT).version
+            v = self.stub.GetVersion(ds.GetVersionRequest(dataset_id=dataset_id, version_name=name), timeout=CALL_TIMEOUT,
+                                    metadata=_acting_for(tenant)).version
         except grpc.RpcError as exc:
             raise domain_error(exc) from None
         return VersionInfo(v.dataset_id, v.name, v.train_ratio, v.manifest_key)
 
-    def publish_version(self, dataset_id: str, name: str, train_ratio: str, seed: int) -> VersionInfo:
+    def publish_version(self, tenant: str, dataset_id: str, name: str, train_ratio: str, seed: int) -> VersionInfo:
         request = ds.PublishVersionRequest(dataset_id=dataset_id, version_name=name, train_ratio=train_ratio, seed=seed)
         try:
-            v = self.stub.PublishVersion(request, timeout=CALL_TIMEOUT * 4).version
+            v = self.stub.PublishVersion(request, timeout=CALL_TIMEOUT * 4, metadata=_acting_for(tenant)).version
         except grpc.RpcError as exc:
             raise domain_error(exc) from None
         return VersionInfo(v.dataset_id, v.name, v.train_ratio, v.manifest_key)
@@ -53,14 +64,16 @@ class DatasetClient:
 class TrainerClient:
     """Calls trainers by address; one channel per address, kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, security: SecurityConfig) -> None:
         self._stubs: dict[str, trs_grpc.TrainerServiceStub] = {}
         self._lock = threading.Lock()
+        self._security = security
 
     def _stub(self, address: str) -> trs_grpc.TrainerServiceStub:
         with self._lock:
             if address not in self._stubs:
-                self._stubs[address] = trs_grpc.TrainerServiceStub(channel(address))
+                self._stubs[address] = trs_grpc.TrainerServiceStub(
+                    channel(address, self._security.client_tls, self._security.internal_credentials()))
             return self._stubs[address]
 
     def run(self, address: str, spec: TrainingSpec, after_sequence: int, attach_only: bool) -> Iterator[TrainerUpdate]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from trainyard import log as logs
 from trainyard import metrics
-from trainyard.config import env_float, env_int, env_str
+from trainyard.config import SecurityConfig, env_float, env_int, env_str
 from trainyard.rpc import RunningServer, create_server, serve_until_signal
 from trainyard.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
 from trainyard.services.scheduler.clients import DatasetClient, TrainerClient
@@ -28,6 +28,7 @@ class SchedulerConfig:
     dataset_address: str
     flavors_file: Path
     settings: SchedulerSettings
+    security: SecurityConfig
     metrics_listen: str = ""  # /metrics address; empty: off
     rpc_threads: int = 64  # threads for unary calls; watch streams are coroutines and need none
 
@@ -42,6 +43,7 @@ class SchedulerConfig:
             flavors_file=Path(env_str(env, "TRAINYARD_FLAVORS_FILE", str(DEFAULT_FLAVORS_FILE))),
             metrics_listen=env_str(env, "TRAINYARD_SCHEDULER_METRICS_LISTEN", ""),
             rpc_threads=env_int(env, "TRAINYARD_SCHEDULER_RPC_THREADS", 64),
+            security=SecurityConfig.from_env(env),
             settings=SchedulerSettings(
                 minute_seconds=env_float(env, "TRAINYARD_MINUTE_SECONDS", defaults.minute_seconds),
                 stop_grace_seconds=env_float(env, "TRAINYARD_STOP_GRACE_SECONDS", defaults.stop_grace_seconds),
@@ -55,14 +57,16 @@ def build(config: SchedulerConfig) -> tuple[RunningServer, SchedulerService]:
     service = SchedulerService(
         SchedulerStore(config.data_dir / "scheduler.db"),
         FlavorCatalog.load(config.flavors_file),
-        DatasetClient(config.dataset_address),
-        TrainerClient(),
+        DatasetClient(config.dataset_address, config.security),
+        TrainerClient(config.security),
         config.settings,
     )
     running = create_server(
         config.listen,
         lambda server: scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(SchedulerServicer(service), server),
         [SERVICE_NAME],
+        authenticator=config.security.authenticator(internal_methods=[f"/{SERVICE_NAME}/RegisterTrainer"]),
+        tls=config.security.server_tls,
         max_workers=config.rpc_threads,
         use_asyncio=True,  # watch streams are coroutines: a thousand watchers need no thousand threads
     )

@@ -13,7 +13,7 @@ import torch
 
 from trainyard import log as logs
 from trainyard import metrics
-from trainyard.config import S3Config, env_float, env_int, env_str
+from trainyard.config import S3Config, SecurityConfig, env_float, env_int, env_str
 from trainyard.objectstore import ObjectStore
 from trainyard.rpc import RunningServer, channel, create_server, serve_until_signal
 from trainyard.scheduler.v1 import scheduler_service_pb2 as sched
@@ -23,6 +23,7 @@ from trainyard.services.trainer.servicer import TrainerServicer
 from trainyard.trainer.v1 import trainer_service_pb2, trainer_service_pb2_grpc
 
 SERVICE_NAME = trainer_service_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
+INTERNAL_METHODS = [f"/{SERVICE_NAME}/{m.name}" for m in trainer_service_pb2.DESCRIPTOR.services_by_name["TrainerService"].methods]
 log = logs.get_logger(__name__)
 
 
@@ -37,6 +38,7 @@ class TrainerConfig:
     device: str | None
     heartbeat_seconds: float
     s3: S3Config
+    security: SecurityConfig
     metrics_listen: str = ""  # /metrics address; empty: off
 
     @classmethod
@@ -53,6 +55,7 @@ class TrainerConfig:
             device=env.get("TRAINYARD_TRAINER_DEVICE") or None,
             heartbeat_seconds=env_float(env, "TRAINYARD_HEARTBEAT_SECONDS", 5.0),
             s3=S3Config.from_env(env),
+            security=SecurityConfig.from_env(env),
             metrics_listen=env_str(env, "TRAINYARD_TRAINER_METRICS_LISTEN", ""),
         )
 
@@ -67,6 +70,9 @@ def build(config: TrainerConfig) -> tuple[RunningServer, TrainerRuntime]:
         config.listen,
         lambda server: trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(runtime), server),
         [SERVICE_NAME],
+        # The trainer's whole API is for the scheduler: tenants never call it.
+        authenticator=config.security.authenticator(internal_methods=INTERNAL_METHODS),
+        tls=config.security.server_tls,
     )
     return running, runtime
 
@@ -74,7 +80,8 @@ def build(config: TrainerConfig) -> tuple[RunningServer, TrainerRuntime]:
 def register_forever(config: TrainerConfig, port: int, runtime: TrainerRuntime, stop: threading.Event) -> None:
     """Register with the scheduler, then heartbeat until `stop`; survives a scheduler that is down."""
     host, _, _ = config.advertise.rpartition(":")
-    stub = sched_grpc.SchedulerServiceStub(channel(config.scheduler_address))
+    stub = sched_grpc.SchedulerServiceStub(
+        channel(config.scheduler_address, config.security.client_tls, config.security.internal_credentials()))
     request = sched.RegisterTrainerRequest(
         trainer_id=config.trainer_id, address=f"{host}:{port}", flavor_ids=list(config.flavors),
         slots=config.slots, device=runtime.device_description,

@@ -19,4 +19,4 @@ def stack(tmp_path_factory) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="module")
 def client(stack) -> Client:
-    return Client(stack.address("dataset"), stack.address("scheduler"))
+    return stack.client()

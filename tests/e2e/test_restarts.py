@@ -9,7 +9,6 @@ import pytest
 
 from tests.e2e.stacks import running_stack
 from trainyard.sample_data import digit_files
-from trainyard.sdk import Client
 
 pytestmark = pytest.mark.e2e
 
@@ -83,7 +82,7 @@ def test_dataset_service_killed_keeps_everything_acknowledged(stack, client):
     version = client.publish_version(ds.id)
     stack.kill("dataset")
     stack.start_service("dataset")
-    again = Client(stack.address("dataset"), stack.address("scheduler"))
+    again = stack.client()
     assert again.get_dataset(ds.id).image_count == response.stored
     assert [v.content_hash for v in again.list_versions(ds.id)] == [version.content_hash]
 

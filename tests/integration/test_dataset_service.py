@@ -16,15 +16,14 @@ from PIL import Image
 from trainyard.dataset.v1 import dataset_pb2
 from trainyard.dataset.v1 import dataset_service_pb2 as api
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as api_grpc
-from trainyard.rpc import channel
 from trainyard.sample_data import digit_files
 from trainyard.services.dataset.server import DatasetConfig, build
 from trainyard.services.dataset.service import Limits
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, s3_config):
-    config = DatasetConfig("127.0.0.1:0", tmp_path_factory.mktemp("dataset"), s3_config, Limits())
+def server(tmp_path_factory, s3_config, security):
+    config = DatasetConfig("127.0.0.1:0", tmp_path_factory.mktemp("dataset"), s3_config, Limits(), security.config)
     running, service = build(config)
     running.service = service
     yield running
@@ -32,8 +31,8 @@ def server(tmp_path_factory, s3_config):
 
 
 @pytest.fixture(scope="module")
-def stub(server):
-    return api_grpc.DatasetServiceStub(channel(f"127.0.0.1:{server.port}"))
+def stub(server, security):
+    return api_grpc.DatasetServiceStub(security.channel(f"127.0.0.1:{server.port}"))
 
 
 def new_dataset(stub) -> dataset_pb2.Dataset:

@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trainyard.dataset.v1 import dataset_service_pb2
-from trainyard.rpc import channel
 from trainyard.scheduler.v1 import scheduler_service_pb2
 from trainyard.services.dataset.server import DatasetConfig
 from trainyard.services.dataset.server import build as build_dataset
@@ -101,13 +100,13 @@ def field_strategy(field: d.FieldDescriptor, depth: int) -> st.SearchStrategy | 
 
 
 @pytest.fixture(scope="module")
-def addresses(tmp_path_factory, s3_config):
+def addresses(tmp_path_factory, s3_config, security):
     data = tmp_path_factory.mktemp("fuzz")
-    dataset, dataset_service = build_dataset(DatasetConfig("127.0.0.1:0", data / "dataset", s3_config, Limits()))
+    dataset, dataset_service = build_dataset(DatasetConfig("127.0.0.1:0", data / "dataset", s3_config, Limits(), security.config))
     scheduler, scheduler_service = build_scheduler(SchedulerConfig.from_env({
         "TRAINYARD_SCHEDULER_LISTEN": "127.0.0.1:0", "TRAINYARD_DATA_DIR": str(data),
-        "TRAINYARD_DATASET_ADDRESS": f"127.0.0.1:{dataset.port}"}))
-    trainer, _ = build_trainer(TrainerConfig.from_env({"TRAINYARD_TRAINER_LISTEN": "127.0.0.1:0", **s3_config.to_env()}))
+        "TRAINYARD_DATASET_ADDRESS": f"127.0.0.1:{dataset.port}", **security.env}))
+    trainer, _ = build_trainer(TrainerConfig.from_env({"TRAINYARD_TRAINER_LISTEN": "127.0.0.1:0", **s3_config.to_env(), **security.env}))
     created = dataset_service.create_dataset("fuzzed")
     KNOWN_IDS.extend([created.id, created.display_name])
     yield {"dataset": f"127.0.0.1:{dataset.port}", "scheduler": f"127.0.0.1:{scheduler.port}", "trainer": f"127.0.0.1:{trainer.port}"}
@@ -127,8 +126,9 @@ CASES: dict[str, int] = {}
 
 
 @pytest.mark.parametrize(("service_key", "service", "method"), list(methods()))
-def test_no_input_makes_a_server_fail(addresses, service_key, service, method):
-    ch = channel(addresses[service_key])
+def test_no_input_makes_a_server_fail(addresses, security, service_key, service, method):
+    # The trainer's API is for the scheduler: fuzz it with the internal credential.
+    ch = security.channel(addresses[service_key], internal_for="alpha" if service_key == "trainer" else None)
     request_cls = GetMessageClass(method.input_type)
     response_cls = GetMessageClass(method.output_type)
     path = f"/{service.full_name}/{method.name}"

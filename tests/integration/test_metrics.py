@@ -26,7 +26,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from trainyard import metrics
 from trainyard.dataset.v1 import dataset_service_pb2 as ds
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as ds_grpc
-from trainyard.rpc import channel
 from trainyard.scheduler.v1 import scheduler_service_pb2 as sc
 from trainyard.scheduler.v1 import scheduler_service_pb2_grpc as sc_grpc
 from trainyard.services.dataset import server as dataset_server
@@ -42,9 +41,9 @@ TRAINER = "trainyard.trainer.v1.TrainerService"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, s3_config):
+def stack(tmp_path_factory, s3_config, security):
     """dataset, scheduler and trainer servers plus this process's /metrics endpoint."""
-    env = {**s3_config.to_env(), "TRAINYARD_DATA_DIR": str(tmp_path_factory.mktemp("metrics"))}
+    env = {**s3_config.to_env(), **security.env, "TRAINYARD_DATA_DIR": str(tmp_path_factory.mktemp("metrics"))}
     dataset_config = dataset_server.DatasetConfig.from_env(
         {**env, "TRAINYARD_DATASET_LISTEN": "127.0.0.1:0", "TRAINYARD_DATASET_METRICS_LISTEN": "127.0.0.1:0"})
     dataset, _ = dataset_server.build(dataset_config)
@@ -96,10 +95,10 @@ def png(shade: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_metrics_follow_rpcs_jobs_and_trainers(stack):
-    datasets = ds_grpc.DatasetServiceStub(channel(f"127.0.0.1:{stack['dataset'].port}"))
-    scheduler = sc_grpc.SchedulerServiceStub(channel(f"127.0.0.1:{stack['scheduler'].port}"))
-    trainer = tr_grpc.TrainerServiceStub(channel(f"127.0.0.1:{stack['trainer'].port}"))
+def test_metrics_follow_rpcs_jobs_and_trainers(stack, security):
+    datasets = ds_grpc.DatasetServiceStub(security.channel(f"127.0.0.1:{stack['dataset'].port}"))
+    scheduler = sc_grpc.SchedulerServiceStub(security.channel(f"127.0.0.1:{stack['scheduler'].port}"))
+    trainer = tr_grpc.TrainerServiceStub(security.channel(f"127.0.0.1:{stack['trainer'].port}", internal_for="alpha"))
     before = scrape(stack["endpoint"])
 
     # dataset service: a dataset of two classes of six images, and an unknown one

@@ -21,13 +21,13 @@ from trainyard.services.trainer.server import build as build_trainer
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory, s3_config):
+def servers(tmp_path_factory, s3_config, security):
     data = tmp_path_factory.mktemp("reflection")
-    dataset, _ = build_dataset(DatasetConfig("127.0.0.1:0", data / "dataset", s3_config, Limits()))
+    dataset, _ = build_dataset(DatasetConfig("127.0.0.1:0", data / "dataset", s3_config, Limits(), security.config))
     scheduler_config = SchedulerConfig.from_env({"TRAINYARD_SCHEDULER_LISTEN": "127.0.0.1:0", "TRAINYARD_DATA_DIR": str(data),
-                                                 "TRAINYARD_DATASET_ADDRESS": f"127.0.0.1:{dataset.port}"})
+                                                 "TRAINYARD_DATASET_ADDRESS": f"127.0.0.1:{dataset.port}", **security.env})
     scheduler, scheduler_service = build_scheduler(scheduler_config)
-    trainer, _ = build_trainer(TrainerConfig.from_env({"TRAINYARD_TRAINER_LISTEN": "127.0.0.1:0", **s3_config.to_env()}))
+    trainer, _ = build_trainer(TrainerConfig.from_env({"TRAINYARD_TRAINER_LISTEN": "127.0.0.1:0", **s3_config.to_env(), **security.env}))
     yield {"trainyard.dataset.v1.DatasetService": dataset.port,
            "trainyard.scheduler.v1.SchedulerService": scheduler.port,
            "trainyard.trainer.v1.TrainerService": trainer.port}
@@ -57,12 +57,12 @@ def test_every_service_is_listed_and_described(servers, service):
     assert methods, f"{service} lists no methods"
 
 
-def test_generic_calls_without_generated_code(servers):
-    ch = channel(f"127.0.0.1:{servers['trainyard.dataset.v1.DatasetService']}")
+def test_generic_calls_without_generated_code(servers, security):
+    ch = security.channel(f"127.0.0.1:{servers['trainyard.dataset.v1.DatasetService']}")
     pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(ch))
     created = generic_call(ch, pool, "trainyard.dataset.v1.DatasetService/CreateDataset", '{"displayName": "reflected"}')
     assert json_format.MessageToDict(created)["dataset"]["displayName"] == "reflected"
-    ch = channel(f"127.0.0.1:{servers['trainyard.scheduler.v1.SchedulerService']}")
+    ch = security.channel(f"127.0.0.1:{servers['trainyard.scheduler.v1.SchedulerService']}")
     pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(ch))
     flavors = json_format.MessageToDict(generic_call(ch, pool, "trainyard.scheduler.v1.SchedulerService/ListFlavors", "{}"))
     assert {f["id"] for f in flavors["flavors"]} == {"free-gpu", "compute-gpu-1"}

@@ -11,15 +11,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from trainyard.dataset.v1 import dataset_service_pb2 as api
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as api_grpc
-from trainyard.rpc import channel
 from trainyard.sample_data import digit_files
 from trainyard.services.dataset.server import DatasetConfig, build
 from trainyard.services.dataset.service import Limits
 
 
-def test_in_flight_upload_finishes_while_health_says_not_serving(tmp_path, s3_config):
-    running, service = build(DatasetConfig("127.0.0.1:0", tmp_path, s3_config, Limits()))
-    ch = channel(f"127.0.0.1:{running.port}")
+def test_in_flight_upload_finishes_while_health_says_not_serving(tmp_path, s3_config, security):
+    running, service = build(DatasetConfig("127.0.0.1:0", tmp_path, s3_config, Limits(), security.config))
+    ch = security.channel(f"127.0.0.1:{running.port}")
     stub = api_grpc.DatasetServiceStub(ch)
     health = health_pb2_grpc.HealthStub(ch)
     ds = stub.CreateDataset(api.CreateDatasetRequest(display_name="shutdown")).dataset
