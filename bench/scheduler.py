@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import grpc
 
+from trainyard.auth import CallCredentials
 from trainyard.common.v1 import training_pb2 as common
 from trainyard.rpc import channel
 from trainyard.sample_data import digit_files
@@ -87,11 +89,12 @@ class FakeTrainer(trs_grpc.TrainerServiceServicer):
 async def watch_delays(address: str, job_id: str, watchers: int, started: threading.Event) -> list[float]:
     """Open `watchers` streams at once (one asyncio thread), return every progress event's delay."""
     delays: list[float] = []
+    credentials = CallCredentials(os.environ["TRAINYARD_API_KEY"]).metadata()
     async with grpc.aio.insecure_channel(address) as ch:
         stub = sc_grpc.SchedulerServiceStub(ch)
 
         async def one() -> None:
-            async for response in stub.WatchTrainingJob(sc.WatchTrainingJobRequest(job_id=job_id)):
+            async for response in stub.WatchTrainingJob(sc.WatchTrainingJobRequest(job_id=job_id), metadata=credentials):
                 event = response.event
                 if event.WhichOneof("kind") == "progress":
                     delays.append(time.time() - event.time.ToNanoseconds() / 1e9)
@@ -112,7 +115,7 @@ def watcher_process(address: str, job_id: str, watchers: int) -> None:
     print(json.dumps(asyncio.run(watch_delays(address, job_id, watchers, ready))), flush=True)
 
 
-def fanout(stub, scheduler_address: str, trainer: FakeTrainer, watchers: int, events: int, processes: int = 2) -> dict:
+def fanout(stub, scheduler_address: str, api_key: str, trainer: FakeTrainer, watchers: int, events: int, processes: int = 2) -> dict:
     """Watchers spread over client processes (each an asyncio loop), so the client side is not the bottleneck."""
     job = stub.CreateTrainingJob(sc.CreateTrainingJobRequest(dataset_id="bench", dataset_version="v1", flavor_id="bench")).training_job
     trainer.fanout_job, trainer.progress_events = job.id, events
@@ -120,7 +123,7 @@ def fanout(stub, scheduler_address: str, trainer: FakeTrainer, watchers: int, ev
     processes = min(processes, watchers)
     children = [
         subprocess.Popen([sys.executable, __file__, "--watch-child", scheduler_address, job.id, str(watchers // processes + (i < watchers % processes))],
-                         stdout=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, text=True, env={**os.environ, "TRAINYARD_API_KEY": api_key})
         for i in range(processes)
     ]
     for child in children:
@@ -153,15 +156,18 @@ def main() -> None:
         flavors = Path(tmp) / "flavors.toml"
         flavors.write_text(FLAVORS)
         stack = LocalStack(StackSettings(data_dir=Path(tmp) / "stack", extra_env={
-            "TRAINYARD_FLAVORS_FILE": str(flavors), "TRAINYARD_LOG_LEVEL": "warning"}))
+            "TRAINYARD_FLAVORS_FILE": str(flavors), "TRAINYARD_LOG_LEVEL": "warning",
+            "TRAINYARD_JOB_CREATIONS_PER_MINUTE": "0"}))  # measures the scheduler, not the per-tenant rate limit
         stack.start(services=("dataset", "scheduler"))
         try:
             client = stack.client()
             ds = client.create_dataset("bench")
             client.upload_images(ds.id, digit_files(per_class=5))
             client.publish_version(ds.id, "v1")
-            stub = sc_grpc.SchedulerServiceStub(channel(stack.address("scheduler")))
-            stub.RegisterTrainer(sc.RegisterTrainerRequest(trainer_id="fake", address=f"127.0.0.1:{trainer_port}",
+            stub = sc_grpc.SchedulerServiceStub(channel(stack.address("scheduler"), credentials=CallCredentials(stack.api_key)))
+            internal = sc_grpc.SchedulerServiceStub(channel(
+                stack.address("scheduler"), credentials=CallCredentials(stack.internal_token_file.read_text().strip())))
+            internal.RegisterTrainer(sc.RegisterTrainerRequest(trainer_id="fake", address=f"127.0.0.1:{trainer_port}",
                                                            flavor_ids=["bench"], slots=100_000, device="none"))
 
             # baseline: a bare unary round trip
@@ -194,8 +200,8 @@ def main() -> None:
                 unary_seconds = time.perf_counter() - t
             time.sleep(2.0)  # let the dispatcher drain the created jobs
 
-            single = fanout(stub, stack.address("scheduler"), trainer, 1, 10)
-            many = fanout(stub, stack.address("scheduler"), trainer, args.watchers, 10)
+            single = fanout(stub, stack.address("scheduler"), stack.api_key, trainer, 1, 10)
+            many = fanout(stub, stack.address("scheduler"), stack.api_key, trainer, args.watchers, 10)
         finally:
             stack.stop()
             fake.stop(0)

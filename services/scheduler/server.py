@@ -49,6 +49,7 @@ class SchedulerConfig:
                 stop_grace_seconds=env_float(env, "TRAINYARD_STOP_GRACE_SECONDS", defaults.stop_grace_seconds),
                 heartbeat_timeout_seconds=env_float(env, "TRAINYARD_HEARTBEAT_TIMEOUT_SECONDS", defaults.heartbeat_timeout_seconds),
                 event_retention_seconds=env_float(env, "TRAINYARD_EVENT_RETENTION_DAYS", defaults.event_retention_seconds / 86400) * 86400,
+                job_creations_per_minute=env_int(env, "TRAINYARD_JOB_CREATIONS_PER_MINUTE", defaults.job_creations_per_minute),
             ),
         )
 

@@ -8,6 +8,7 @@ commits with its event in one transaction, then wakes watchers.
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import threading
 import time
@@ -25,6 +26,7 @@ from trainyard.errors import (
     InvalidArgument,
     NotFound,
     OutOfRange,
+    ResourceExhausted,
     TrainyardError,
     Unavailable,
 )
@@ -45,7 +47,6 @@ log = structlog.get_logger(__name__)
 DEFAULT_MAX_DURATION_MINUTES = 60
 MIN_DURATION_MINUTES, MAX_DURATION_MINUTES = 6, 6000
 PREFERENCES = ("PERFORMANCE_FIRST", "BALANCE", "ACCURACY_FIRST")
-DEFAULT_TENANT = "default"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class SchedulerSettings:
     heartbeat_timeout_seconds: float = 30.0
     dispatch_interval_seconds: float = 0.5
     event_retention_seconds: float = 30 * 86400  # events of jobs ended longer ago are pruned (the final one stays)
+    job_creations_per_minute: int = 60  # per tenant; 0 for no limit
 
 
 @dataclass(frozen=True)
@@ -119,8 +121,11 @@ class SchedulerService:
             self._changed.notify_all()
 
     # creation --------------------------------------------------------------------
-    def create_job(self, req: JobRequest, tenant: str = DEFAULT_TENANT) -> Job:
-        """Validate everything, then publish a version if needed, then queue the job."""
+    def create_job(self, tenant: str, req: JobRequest) -> Job:
+        """Validate everything, then publish a version if needed, then queue the job.
+
+        A retry with the same request id returns the job already created, even over the rate limit.
+        """
         if req.request_id:
             with self._request_locks[zlib.crc32(req.request_id.encode()) % len(self._request_locks)]:
                 existing = self.store.job_by_request(tenant, req.request_id)
@@ -128,6 +133,7 @@ class SchedulerService:
         return self._create(req, tenant)
 
     def _create(self, req: JobRequest, tenant: str) -> Job:
+        self._check_creation_rate(tenant)
         minutes = req.max_duration_minutes or DEFAULT_MAX_DURATION_MINUTES
         if not MIN_DURATION_MINUTES <= minutes <= MAX_DURATION_MINUTES:
             raise InvalidArgument.field(
@@ -149,11 +155,11 @@ class SchedulerService:
             raise FailedPrecondition(
                 f"the {flavor.display_name} flavor requires accepting its terms (accept_free_terms): {flavor.terms}"
             )
-        dataset_id = self.datasets.resolve_dataset(req.dataset_id)
+        dataset_id = self.datasets.resolve_dataset(tenant, req.dataset_id)
         init_prefix = ""
         incremental = req.incremental_model_version
         if incremental == "best":
-            incremental = self.best_model_version(dataset_id)
+            incremental = self.best_model_version(tenant, dataset_id)
             if not incremental:
                 raise FailedPrecondition(f"incremental_model_version: dataset {req.dataset_id!r} has no model version yet")
         if incremental:
@@ -165,9 +171,9 @@ class SchedulerService:
             init_prefix = parent["artifactPrefix"]
         # Side effects start here, after every check passed.
         if req.dataset_version:
-            version = self.datasets.get_version(dataset_id, req.dataset_version)
+            version = self.datasets.get_version(tenant, dataset_id, req.dataset_version)
         else:
-            version = self.datasets.publish_version(dataset_id, req.new_version_name, req.train_ratio, req.seed)
+            version = self.datasets.publish_version(tenant, dataset_id, req.new_version_name, req.train_ratio, req.seed)
         limit_minutes = minutes
         deadline_reason = "DURATION_LIMIT"
         if flavor.max_job_minutes is not None and flavor.max_job_minutes < minutes:
@@ -202,7 +208,19 @@ class SchedulerService:
                                                                          "waitReason": wait}})
         log.info("job.created", job_id=job_id, dataset_id=dataset_id, version=version.name, flavor=flavor.id)
         self._wake()  # the dispatcher thread takes it from here
-        return self.get_job(job_id)
+        return self.get_job(tenant, job_id)
+
+    def _check_creation_rate(self, tenant: str) -> None:
+        limit = self.settings.job_creations_per_minute
+        if not limit:
+            return
+        window = 60.0
+        recent = self.store.jobs_created_since(tenant, self.clock() - window)
+        if len(recent) >= limit:
+            retry = max(1, math.ceil(recent[-limit] + window - self.clock()))
+            raise ResourceExhausted(
+                f"job creations per tenant per minute: tenant {tenant!r} created {len(recent)} jobs in the last "
+                f"minute, the limit is {limit}; retry in {retry} s")
 
     def _flavor(self, flavor_id: str) -> Flavor:
         flavor = self.catalog.flavors.get(flavor_id)
@@ -213,22 +231,23 @@ class SchedulerService:
         return flavor
 
     # reads -----------------------------------------------------------------------
-    def get_job(self, job_id: str) -> Job:
+    def get_job(self, tenant: str, job_id: str) -> Job:
+        """The tenant's job; another tenant's job is NOT_FOUND, as if it did not exist."""
         if not job_id:
             raise InvalidArgument.field("job_id", "is required")
         job = self.store.get_job(job_id)
-        if job is None:
+        if job is None or job.tenant != tenant:
             raise NotFound(f"training job {job_id!r} does not exist")
         return job
 
-    def list_jobs(self, dataset_id: str, page_size: int, page_token: str) -> tuple[list[Job], str]:
+    def list_jobs(self, tenant: str, dataset_id: str, page_size: int, page_token: str) -> tuple[list[Job], str]:
         offset, limit = paging.page(page_size, page_token)
-        resolved = self.datasets.resolve_dataset(dataset_id) if dataset_id else None
-        jobs = self.store.list_jobs(resolved, offset, limit)
+        resolved = self.datasets.resolve_dataset(tenant, dataset_id) if dataset_id else None
+        jobs = self.store.list_jobs(tenant, resolved, offset, limit)
         return jobs, paging.next_token(offset, limit, len(jobs))
 
-    def _check_watch(self, job_id: str, after_sequence: int) -> None:
-        job = self.get_job(job_id)
+    def _check_watch(self, tenant: str, job_id: str, after_sequence: int) -> None:
+        job = self.get_job(tenant, job_id)
         if after_sequence < 0:
             raise InvalidArgument.field("after_sequence", "must not be negative")
         if after_sequence < job.first_sequence - 1:
@@ -237,12 +256,12 @@ class SchedulerService:
                 f"watch from after_sequence {job.first_sequence - 1} or later"
             )
 
-    async def watch_async(self, job_id: str, after_sequence: int) -> AsyncIterator[Event]:
+    async def watch_async(self, tenant: str, job_id: str, after_sequence: int) -> AsyncIterator[Event]:
         """The job's events after `after_sequence`: stored ones, then live ones, until the final event.
 
         A coroutine per watcher (the scheduler serves on grpc.aio), so watchers cost no threads.
         """
-        await asyncio.to_thread(self._check_watch, job_id, after_sequence)
+        await asyncio.to_thread(self._check_watch, tenant, job_id, after_sequence)
         async for event in self.feed.follow_async(job_id, after_sequence, lambda: not self._stopping.is_set()):
             yield event
             if event.final:
@@ -268,20 +287,22 @@ class SchedulerService:
             for flavor in self.catalog.flavors.values()
         ]
 
-    def model_versions(self, dataset_id: str, page_size: int, page_token: str) -> tuple[list[dict[str, Any]], str]:
-        resolved = self.datasets.resolve_dataset(dataset_id)
+    # Model versions belong to a dataset, so to its tenant: every read resolves the dataset
+    # through the dataset service acting for the caller, which answers NOT_FOUND for another's.
+    def model_versions(self, tenant: str, dataset_id: str, page_size: int, page_token: str) -> tuple[list[dict[str, Any]], str]:
+        resolved = self.datasets.resolve_dataset(tenant, dataset_id)
         offset, limit = paging.page(page_size, page_token)
         versions = self.store.model_versions(resolved, offset, limit)
         return versions, paging.next_token(offset, limit, len(versions))
 
-    def best_model_version(self, dataset_id: str) -> str:
+    def best_model_version(self, tenant: str, dataset_id: str) -> str:
         """The version with the highest macro precision (S4's usual starting point); "" when none."""
-        versions = self.store.model_versions(self.datasets.resolve_dataset(dataset_id))
+        versions = self.store.model_versions(self.datasets.resolve_dataset(tenant, dataset_id))
         best = max(versions, key=lambda v: (v.get("evaluation", {}).get("macro", {}).get("precision", 0.0), v["version"]), default=None)
         return best["version"] if best else ""
 
-    def model_version(self, dataset_id: str, version: str) -> dict[str, Any]:
-        resolved = self.datasets.resolve_dataset(dataset_id)
+    def model_version(self, tenant: str, dataset_id: str, version: str) -> dict[str, Any]:
+        resolved = self.datasets.resolve_dataset(tenant, dataset_id)
         if not version:
             raise InvalidArgument.field("version", "is required")
         body = self.store.model_version(resolved, version)
@@ -289,12 +310,12 @@ class SchedulerService:
             raise NotFound(f"dataset {dataset_id!r} has no model version {version!r}")
         return body
 
-    def predict(self, dataset_id: str, version: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
-        body = self.model_version(dataset_id, version)
+    def predict(self, tenant: str, dataset_id: str, version: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
+        body = self.model_version(tenant, dataset_id, version)
         return self.trainers.predict(self._any_trainer().address, body["artifactPrefix"], images, top_k)
 
-    def artifact(self, dataset_id: str, version: str, name: str) -> Iterator[bytes]:
-        body = self.model_version(dataset_id, version)
+    def artifact(self, tenant: str, dataset_id: str, version: str, name: str) -> Iterator[bytes]:
+        body = self.model_version(tenant, dataset_id, version)
         return self.trainers.artifact(self._any_trainer().address, body["artifactPrefix"], name)
 
     def _any_trainer(self) -> Trainer:
@@ -304,22 +325,23 @@ class SchedulerService:
             raise Unavailable("no trainer is registered to serve models")
         return trainers[0]
 
-    def usage(self, start: float | None, end: float | None) -> list[tuple[str, str, int, float, float]]:
+    def usage(self, tenant: str | None, start: float | None, end: float | None) -> list[tuple[str, str, int, float, float]]:
+        """Billed usage in a period: one tenant's, or every tenant's (`tenant` None: an admin asks)."""
         start, end = start or 0.0, end or self.clock()
         if end <= start:
             raise InvalidArgument.field("end_time", "must be after start_time")
-        return self.store.usage(start, end)
+        return self.store.usage(start, end, tenant)
 
     # cancellation ----------------------------------------------------------------
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, tenant: str, job_id: str) -> Job:
         """Cancel at once; a running trainer is told to stop. A cancelled job makes no model version."""
-        job = self.get_job(job_id)
+        job = self.get_job(tenant, job_id)
         if job.final:
             raise FailedPrecondition(f"training job {job_id} has ended already ({job.state.lower()})")
         self._finish(job_id, "CANCELLED", "CANCELLED", "cancelled by the user")
         if job.trainer_id:
             self._stop_on_trainer(job.trainer_id, job_id, "CANCELLED")
-        return self.get_job(job_id)
+        return self.get_job(tenant, job_id)
 
     # trainers --------------------------------------------------------------------
     def register_trainer(self, trainer_id: str, address: str, flavor_ids: list[str], slots: int, device: str) -> float:

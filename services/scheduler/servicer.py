@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from trainyard import auth
 from trainyard.common.v1 import training_pb2 as common
 from trainyard.enums import enum_name
 from trainyard.errors import InvalidArgument
@@ -28,7 +29,7 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
         preference = ""
         if request.preference:
             preference = enum_name(common.TrainingPreference, request.preference, "TRAINING_PREFERENCE_", "preference")
-        job = self.service.create_job(JobRequest(
+        job = self.service.create_job(auth.tenant(), JobRequest(
             request_id=request.request_id, dataset_id=request.dataset_id, dataset_version=request.dataset_version,
             new_version_name=request.new_version_name, train_ratio=request.train_ratio, seed=request.seed,
             incremental_model_version=request.incremental_model_version,
@@ -38,18 +39,18 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
         return api.CreateTrainingJobResponse(training_job=mapping.job(job))
 
     def GetTrainingJob(self, request, context):
-        return api.GetTrainingJobResponse(training_job=mapping.job(self.service.get_job(request.job_id)))
+        return api.GetTrainingJobResponse(training_job=mapping.job(self.service.get_job(auth.tenant(), request.job_id)))
 
     def ListTrainingJobs(self, request, context):
-        jobs, token = self.service.list_jobs(request.dataset_id, request.page_size, request.page_token)
+        jobs, token = self.service.list_jobs(auth.tenant(), request.dataset_id, request.page_size, request.page_token)
         return api.ListTrainingJobsResponse(training_jobs=[mapping.job(j) for j in jobs], next_page_token=token)
 
     def CancelTrainingJob(self, request, context):
-        return api.CancelTrainingJobResponse(training_job=mapping.job(self.service.cancel(request.job_id)))
+        return api.CancelTrainingJobResponse(training_job=mapping.job(self.service.cancel(auth.tenant(), request.job_id)))
 
     async def WatchTrainingJob(self, request, context):
         # A coroutine: the scheduler's asyncio server serves every watcher from one event loop.
-        async for event in self.service.watch_async(request.job_id, request.after_sequence):
+        async for event in self.service.watch_async(auth.tenant(), request.job_id, request.after_sequence):
             yield self._responses.get(event)
 
 
@@ -57,12 +58,13 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
         return api.ListFlavorsResponse(flavors=[mapping.flavor(*f) for f in self.service.flavors()])
 
     def ListModelVersions(self, request, context):
-        versions, token = self.service.model_versions(request.dataset_id, request.page_size, request.page_token)
+        tenant = auth.tenant()
+        versions, token = self.service.model_versions(tenant, request.dataset_id, request.page_size, request.page_token)
         return api.ListModelVersionsResponse(model_versions=[mapping.model_version(v) for v in versions], next_page_token=token,
-                                             best_version=self.service.best_model_version(request.dataset_id))
+                                             best_version=self.service.best_model_version(tenant, request.dataset_id))
 
     def GetModelVersion(self, request, context):
-        body = self.service.model_version(request.dataset_id, request.version)
+        body = self.service.model_version(auth.tenant(), request.dataset_id, request.version)
         return api.GetModelVersionResponse(model_version=mapping.model_version(body))
 
     def Predict(self, request, context):
@@ -70,18 +72,20 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
             raise InvalidArgument.field("images", "at least one image is required")
         if len(request.images) > MAX_PREDICT_IMAGES:
             raise InvalidArgument.field("images", f"{len(request.images)} images; at most {MAX_PREDICT_IMAGES} per request")
-        predictions = self.service.predict(request.dataset_id, request.version, list(request.images), request.top_k)
+        predictions = self.service.predict(auth.tenant(), request.dataset_id, request.version, list(request.images), request.top_k)
         return api.PredictResponse(predictions=[
             trainer_pb2.Prediction(labels=[trainer_pb2.LabelScore(label=label, score=score) for label, score in p])
             for p in predictions
         ])
 
     def DownloadModelArtifact(self, request, context):
-        for chunk in self.service.artifact(request.dataset_id, request.version, request.name):
+        for chunk in self.service.artifact(auth.tenant(), request.dataset_id, request.version, request.name):
             yield api.DownloadModelArtifactResponse(chunk=chunk)
 
     def GetUsage(self, request, context):
+        caller = auth.current()
         lines = self.service.usage(
+            None if caller.admin or caller.internal else auth.tenant(),  # an admin key sees every tenant
             seconds(request.start_time) if request.HasField("start_time") else None,
             seconds(request.end_time) if request.HasField("end_time") else None,
         )

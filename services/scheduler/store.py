@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request ON jobs(tenant, request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, flavor_id, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs(tenant, create_time);
 CREATE TABLE IF NOT EXISTS events (
     job_id   TEXT NOT NULL,
     sequence INTEGER NOT NULL,
@@ -187,10 +188,10 @@ class SchedulerStore:
         row = self.db.query_one("SELECT * FROM jobs WHERE tenant = ? AND request_id = ?", (tenant, request_id))
         return _job(row) if row else None
 
-    def list_jobs(self, dataset_id: str | None, offset: int, limit: int) -> list[Job]:
-        sql, params = "SELECT * FROM jobs", []
+    def list_jobs(self, tenant: str, dataset_id: str | None, offset: int, limit: int) -> list[Job]:
+        sql, params = "SELECT * FROM jobs WHERE tenant = ?", [tenant]
         if dataset_id:
-            sql += " WHERE dataset_id = ?"
+            sql += " AND dataset_id = ?"
             params.append(dataset_id)
         sql += " ORDER BY seq DESC LIMIT ? OFFSET ?"
         return [_job(r) for r in self.db.query(sql, (*params, limit, offset))]
@@ -200,12 +201,22 @@ class SchedulerStore:
         rows = tx.execute(sql, states).fetchall() if tx else self.db.query(sql, states)
         return [_job(r) for r in rows]
 
-    def usage(self, start: float, end: float) -> list[tuple[str, str, int, float, float]]:
-        """(tenant, flavor, jobs, billed seconds, cost) of jobs that ended in [start, end)."""
+    def jobs_created_since(self, tenant: str, since: float) -> list[float]:
+        """Creation times of the tenant's jobs created at or after `since`, oldest first."""
+        rows = self.db.query("SELECT create_time FROM jobs WHERE tenant = ? AND create_time >= ? ORDER BY create_time",
+                             (tenant, since))
+        return [r["create_time"] for r in rows]
+
+    def usage(self, start: float, end: float, tenant: str | None = None) -> list[tuple[str, str, int, float, float]]:
+        """(tenant, flavor, jobs, billed seconds, cost) of jobs that ended in [start, end); one tenant's or all."""
+        where, params = "end_time >= ? AND end_time < ?", [start, end]
+        if tenant is not None:
+            where += " AND tenant = ?"
+            params.append(tenant)
         rows = self.db.query(
             "SELECT tenant, flavor_id, COUNT(*) AS n, SUM(billed_seconds) AS s, SUM(cost) AS c FROM jobs"
-            " WHERE end_time >= ? AND end_time < ? GROUP BY tenant, flavor_id ORDER BY tenant, flavor_id",
-            (start, end),
+            f" WHERE {where} GROUP BY tenant, flavor_id ORDER BY tenant, flavor_id",
+            params,
         )
         return [(r["tenant"], r["flavor_id"], r["n"], r["s"], r["c"]) for r in rows]
 

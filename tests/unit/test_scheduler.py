@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound
+from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from trainyard.services.dataset.rules import parse_train_ratio
 from trainyard.services.scheduler.flavors import FlavorCatalog
 from trainyard.services.scheduler.ports import TrainerUpdate, TrainingSpec, VersionInfo
 from trainyard.services.scheduler.service import JobRequest, SchedulerService, SchedulerSettings
 from trainyard.services.scheduler.store import SchedulerStore
+
+T = "acme"  # the tenant most tests act as
+TENANTS = (T, "alice", "bob")  # tenants that can see dataset ds-1 (a real dataset service answers per tenant)
 
 
 class FakeDatasets:
@@ -21,15 +24,15 @@ class FakeDatasets:
         self.published: list[tuple[str, str, str, int]] = []
         self.refuse: FailedPrecondition | None = None
 
-    def resolve_dataset(self, id_or_name: str) -> str:
-        if id_or_name not in ("ds-1", "digits"):
+    def resolve_dataset(self, tenant: str, id_or_name: str) -> str:
+        if id_or_name not in ("ds-1", "digits") or tenant not in TENANTS:
             raise NotFound(f"dataset {id_or_name!r} does not exist")
         return "ds-1"
 
-    def get_version(self, dataset_id: str, name: str) -> VersionInfo:
+    def get_version(self, tenant: str, dataset_id: str, name: str) -> VersionInfo:
         return VersionInfo(dataset_id, name, "0.8", f"datasets/{dataset_id}/versions/{name}/manifest.jsonl")
 
-    def publish_version(self, dataset_id: str, name: str, train_ratio: str, seed: int) -> VersionInfo:
+    def publish_version(self, tenant: str, dataset_id: str, name: str, train_ratio: str, seed: int) -> VersionInfo:
         if self.refuse:
             raise self.refuse
         parse_train_ratio(train_ratio or "0.8")
@@ -86,7 +89,7 @@ def watch(service: SchedulerService, job_id: str, after: int) -> list:
     """Every event of a watch, as the scheduler's asyncio server streams them."""
 
     async def collect() -> list:
-        return [event async for event in service.watch_async(job_id, after)]
+        return [event async for event in service.watch_async(T, job_id, after)]
 
     return asyncio.run(asyncio.wait_for(collect(), timeout=30))
 
@@ -119,7 +122,7 @@ FREE = dict(accept_free_terms=True)
 def test_out_of_range_values_name_the_field_and_publish_nothing(tmp_path, request_fields, field):
     service, datasets, _ = make(tmp_path)
     with pytest.raises(InvalidArgument) as exc:
-        service.create_job(JobRequest(dataset_id="ds-1", **FREE, **request_fields))
+        service.create_job(T, JobRequest(dataset_id="ds-1", **FREE, **request_fields))
     assert exc.value.violations[0].field == field
     assert datasets.published == []
 
@@ -127,7 +130,7 @@ def test_out_of_range_values_name_the_field_and_publish_nothing(tmp_path, reques
 def test_free_flavor_requires_agreement_and_shows_the_terms(tmp_path):
     service, datasets, _ = make(tmp_path)
     with pytest.raises(FailedPrecondition) as exc:
-        service.create_job(JobRequest(dataset_id="ds-1"))
+        service.create_job(T, JobRequest(dataset_id="ds-1"))
     assert "one hour" in exc.value.message
     assert datasets.published == []
 
@@ -136,13 +139,13 @@ def test_s1_refusal_from_the_dataset_service_passes_through(tmp_path):
     service, datasets, _ = make(tmp_path)
     datasets.refuse = FailedPrecondition("training cannot start: a; b", ["a", "b"])
     with pytest.raises(FailedPrecondition) as exc:
-        service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+        service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
     assert exc.value.violations == ["a", "b"]
 
 
 def test_defaults_follow_the_source_document(tmp_path):
     service, datasets, _ = make(tmp_path)
-    job = service.create_job(JobRequest(dataset_id="digits", **FREE))
+    job = service.create_job(T, JobRequest(dataset_id="digits", **FREE))
     assert job.params["trainRatio"] == "0.8"
     assert job.params["maxDurationMinutes"] == 60
     assert job.params["preference"] == "BALANCE"
@@ -152,8 +155,8 @@ def test_defaults_follow_the_source_document(tmp_path):
 
 def test_request_id_makes_creation_idempotent(tmp_path):
     service, datasets, _ = make(tmp_path)
-    a = service.create_job(JobRequest(dataset_id="ds-1", request_id="r-1", **FREE))
-    b = service.create_job(JobRequest(dataset_id="ds-1", request_id="r-1", **FREE))
+    a = service.create_job(T, JobRequest(dataset_id="ds-1", request_id="r-1", **FREE))
+    b = service.create_job(T, JobRequest(dataset_id="ds-1", request_id="r-1", **FREE))
     assert a.id == b.id
     assert len(datasets.published) == 1
 
@@ -161,8 +164,8 @@ def test_request_id_makes_creation_idempotent(tmp_path):
 def test_job_runs_to_a_model_version_and_watch_replays_then_ends(tmp_path):
     service, _, _ = make(tmp_path)
     add_trainer(service)
-    job = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
-    done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
+    done = wait_for(lambda: (j := service.get_job(T, job.id)).final and j)
     assert done.state == "COMPLETED" and done.stop_reason == "CONVERGED"
     assert done.model_version == "V001"
     events = watch(service, job.id, 0)
@@ -171,32 +174,32 @@ def test_job_runs_to_a_model_version_and_watch_replays_then_ends(tmp_path):
     kinds = [next(iter(e.payload)) for e in events]
     assert kinds[0] == "stateChange" and "progress" in kinds and "result" in kinds
     assert [e.sequence for e in watch(service, job.id, 3)] == [e.sequence for e in events[3:]]
-    second = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
-    assert wait_for(lambda: service.get_job(second.id).model_version) == "V002"
+    second = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
+    assert wait_for(lambda: service.get_job(T, second.id).model_version) == "V002"
 
 
 def test_queue_positions_and_the_free_flavor_tenant_limit(tmp_path):
     service, _, _ = make(tmp_path, FakeTrainer(steps=0))
-    first = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+    first = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
     assert (first.state, first.queue_position) == ("QUEUED", 1)
-    assert "no trainer" in wait_for(lambda: service.get_job(first.id).wait_reason.startswith("no") and service.get_job(first.id).wait_reason)
-    second = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+    assert "no trainer" in wait_for(lambda: service.get_job(T, first.id).wait_reason.startswith("no") and service.get_job(T, first.id).wait_reason)
+    second = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
     assert second.queue_position == 2
     add_trainer(service, slots=2)
-    wait_for(lambda: service.get_job(first.id).state in ("STARTING", "RUNNING"))
-    waiting = wait_for(lambda: (j := service.get_job(second.id)).queue_position == 1 and j)
+    wait_for(lambda: service.get_job(T, first.id).state in ("STARTING", "RUNNING"))
+    waiting = wait_for(lambda: (j := service.get_job(T, second.id)).queue_position == 1 and j)
     assert waiting.state == "QUEUED" and "quota" in waiting.wait_reason
     positions = [e.payload["queuePosition"]["position"] for e in service.store.events_after(second.id, 0) if "queuePosition" in e.payload]
     assert positions == sorted(positions, reverse=True)  # never increases
-    service.cancel(first.id)
-    wait_for(lambda: service.get_job(second.id).state in ("STARTING", "RUNNING"))
+    service.cancel(T, first.id)
+    wait_for(lambda: service.get_job(T, second.id).state in ("STARTING", "RUNNING"))
 
 
 def test_duration_limit_stops_training_and_keeps_the_model(tmp_path):
     service, _, trainer = make(tmp_path, FakeTrainer(steps=0), minute_seconds=0.05)
     add_trainer(service)
-    job = service.create_job(JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1", max_duration_minutes=6))
-    done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1", max_duration_minutes=6))
+    done = wait_for(lambda: (j := service.get_job(T, job.id)).final and j)
     assert done.state == "COMPLETED" and done.stop_reason == "DURATION_LIMIT" and done.model_version
     assert done.end_time - done.start_time == pytest.approx(0.3, abs=0.5)
     assert trainer.stops[job.id] == "DURATION_LIMIT"
@@ -205,17 +208,17 @@ def test_duration_limit_stops_training_and_keeps_the_model(tmp_path):
 def test_free_flavor_hour_caps_a_longer_maximum(tmp_path):
     service, _, trainer = make(tmp_path, FakeTrainer(steps=0), minute_seconds=0.01)
     add_trainer(service)
-    job = service.create_job(JobRequest(dataset_id="ds-1", max_duration_minutes=6000, **FREE))
-    assert service.get_job(job.id).duration_limit == pytest.approx(0.6)
-    done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", max_duration_minutes=6000, **FREE))
+    assert service.get_job(T, job.id).duration_limit == pytest.approx(0.6)
+    done = wait_for(lambda: (j := service.get_job(T, job.id)).final and j)
     assert done.stop_reason == "FREE_FLAVOR_HOUR" and done.state == "COMPLETED"
 
 
 def test_a_trainer_that_ignores_the_stop_fails_the_job_after_the_grace_period(tmp_path):
     service, _, _ = make(tmp_path, FakeTrainer(steps=0, obey_stop=False), minute_seconds=0.05, stop_grace_seconds=0.5)
     add_trainer(service)
-    job = service.create_job(JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1", max_duration_minutes=6))
-    done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1", max_duration_minutes=6))
+    done = wait_for(lambda: (j := service.get_job(T, job.id)).final and j)
     assert done.state == "FAILED"
     assert "did not stop within 0.5 s" in done.error_message
 
@@ -223,33 +226,33 @@ def test_a_trainer_that_ignores_the_stop_fails_the_job_after_the_grace_period(tm
 def test_silent_trainer_is_dropped_and_its_jobs_fail(tmp_path):
     service, _, _ = make(tmp_path, FakeTrainer(steps=0), heartbeat_timeout_seconds=0.5)
     add_trainer(service)
-    job = service.create_job(JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1"))
-    done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1"))
+    done = wait_for(lambda: (j := service.get_job(T, job.id)).final and j)
     assert (done.state, done.stop_reason) == ("FAILED", "TRAINER_LOST")
     assert service.store.trainers() == []
 
 
 def test_cancel_queued_job_and_refuse_cancelling_an_ended_one(tmp_path):
     service, _, _ = make(tmp_path)
-    job = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
-    cancelled = service.cancel(job.id)
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
+    cancelled = service.cancel(T, job.id)
     assert (cancelled.state, cancelled.stop_reason) == ("CANCELLED", "CANCELLED")
     assert watch(service, job.id, 0)[-1].final
     with pytest.raises(FailedPrecondition):
-        service.cancel(job.id)
+        service.cancel(T, job.id)
 
 
 def test_incremental_version_must_exist(tmp_path):
     service, _, _ = make(tmp_path)
     with pytest.raises(NotFound) as exc:
-        service.create_job(JobRequest(dataset_id="ds-1", incremental_model_version="V009", **FREE))
+        service.create_job(T, JobRequest(dataset_id="ds-1", incremental_model_version="V009", **FREE))
     assert "V009" in exc.value.message
 
 
 def test_unknown_job_is_not_found(tmp_path):
     service, _, _ = make(tmp_path)
     with pytest.raises(NotFound):
-        service.get_job("job-nope")
+        service.get_job(T, "job-nope")
     with pytest.raises(NotFound):
         watch(service, "job-nope", 0)
 
@@ -257,19 +260,19 @@ def test_unknown_job_is_not_found(tmp_path):
 def test_pay_per_use_jobs_are_billed_and_free_jobs_cost_nothing(tmp_path):
     service, _, _ = make(tmp_path)
     add_trainer(service, slots=2)
-    paid = service.create_job(JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1"))
-    free = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
-    paid_done = wait_for(lambda: (j := service.get_job(paid.id)).final and j)
-    free_done = wait_for(lambda: (j := service.get_job(free.id)).final and j)
+    paid = service.create_job(T, JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1"))
+    free = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
+    paid_done = wait_for(lambda: (j := service.get_job(T, paid.id)).final and j)
+    free_done = wait_for(lambda: (j := service.get_job(T, free.id)).final and j)
     assert paid_done.billed_seconds == pytest.approx(paid_done.end_time - paid_done.start_time)
     assert paid_done.cost == pytest.approx(paid_done.billed_seconds * 3.40 / 3600)
     assert (free_done.billed_seconds, free_done.cost) == (0, 0)
-    lines = {flavor: (n, s, c) for _, flavor, n, s, c in service.usage(None, None)}
+    lines = {flavor: (n, s, c) for _, flavor, n, s, c in service.usage(None, None, None)}
     assert lines["compute-gpu-1"] == (1, pytest.approx(paid_done.billed_seconds), pytest.approx(paid_done.cost))
     assert lines["free-gpu"][2] == 0
-    assert service.usage(0, 1) == []  # a period before any job ended
+    assert service.usage(None, 0, 1) == []  # a period before any job ended
     with pytest.raises(InvalidArgument):
-        service.usage(10, 5)
+        service.usage(None, 10, 5)
 
 
 def test_pruned_events_give_a_clear_out_of_range_error(tmp_path):
@@ -277,8 +280,8 @@ def test_pruned_events_give_a_clear_out_of_range_error(tmp_path):
 
     service, _, _ = make(tmp_path)
     add_trainer(service)
-    job = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
-    done = wait_for(lambda: (j := service.get_job(job.id)).final and j)
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
+    done = wait_for(lambda: (j := service.get_job(T, job.id)).final and j)
     assert service.store.prune_events(ended_before=done.end_time + 1) == done.last_sequence - 1
     with pytest.raises(OutOfRange) as exc:
         watch(service, job.id, 0)
@@ -290,17 +293,17 @@ def test_pruned_events_give_a_clear_out_of_range_error(tmp_path):
 def test_best_version_by_macro_precision_and_incremental_best(tmp_path):
     service, _, trainer = make(tmp_path)
     with pytest.raises(FailedPrecondition):
-        service.create_job(JobRequest(dataset_id="ds-1", incremental_model_version="best", **FREE))
+        service.create_job(T, JobRequest(dataset_id="ds-1", incremental_model_version="best", **FREE))
     add_trainer(service)
     for _ in range(2):
-        job = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
-        wait_for(lambda: service.get_job(job.id).final)  # noqa: B023
+        job = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
+        wait_for(lambda: service.get_job(T, job.id).final)  # noqa: B023
     with service.store.transaction() as tx:  # make V001 the more precise one
         body = service.store.model_version("ds-1", "V001")
         body["evaluation"] = {"macro": {"precision": 0.99}}
         tx.execute("UPDATE model_versions SET body = ? WHERE version = 'V001'", (__import__("json").dumps(body),))
-    assert service.best_model_version("ds-1") == "V001"
-    job = service.create_job(JobRequest(dataset_id="ds-1", incremental_model_version="best", **FREE))
+    assert service.best_model_version(T, "ds-1") == "V001"
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", incremental_model_version="best", **FREE))
     assert job.params["incrementalModelVersion"] == "V001"
     assert job.params["initArtifactPrefix"] == body["artifactPrefix"]
 
@@ -308,21 +311,21 @@ def test_best_version_by_macro_precision_and_incremental_best(tmp_path):
 def test_pay_per_use_quota_makes_jobs_wait_not_fail(tmp_path):
     service, _, _ = make(tmp_path, FakeTrainer(steps=0))
     add_trainer(service, slots=5)
-    jobs = [service.create_job(JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1")) for _ in range(3)]
-    wait_for(lambda: sum(service.get_job(j.id).state == "STARTING" or service.get_job(j.id).state == "RUNNING" for j in jobs) == 2)
-    third = wait_for(lambda: (j := service.get_job(jobs[2].id)).wait_reason.startswith("your quota") and j)
+    jobs = [service.create_job(T, JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1")) for _ in range(3)]
+    wait_for(lambda: sum(service.get_job(T, j.id).state == "STARTING" or service.get_job(T, j.id).state == "RUNNING" for j in jobs) == 2)
+    third = wait_for(lambda: (j := service.get_job(T, jobs[2].id)).wait_reason.startswith("your quota") and j)
     assert third.state == "QUEUED" and "quota of 2" in third.wait_reason
-    service.cancel(jobs[0].id)
-    wait_for(lambda: service.get_job(jobs[2].id).state in ("STARTING", "RUNNING"))
+    service.cancel(T, jobs[0].id)
+    wait_for(lambda: service.get_job(T, jobs[2].id).state in ("STARTING", "RUNNING"))
 
 
 def test_many_watchers_each_see_every_event_once_in_order(tmp_path):
     service, _, _ = make(tmp_path, FakeTrainer(steps=20))
-    job = service.create_job(JobRequest(dataset_id="ds-1", **FREE))
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
 
     async def watchers() -> list[list[int]]:
         async def one() -> list[int]:
-            return [e.sequence async for e in service.watch_async(job.id, 0)]
+            return [e.sequence async for e in service.watch_async(T, job.id, 0)]
 
         tasks = [asyncio.create_task(one()) for _ in range(50)]
         await asyncio.sleep(0.2)  # every watcher is waiting before training starts
@@ -330,7 +333,7 @@ def test_many_watchers_each_see_every_event_once_in_order(tmp_path):
         return await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
 
     seen = asyncio.run(watchers())
-    final = service.get_job(job.id)
+    final = service.get_job(T, job.id)
     assert final.state == "COMPLETED"
     assert len(seen) == 50
     assert all(s == list(range(1, final.last_sequence + 1)) for s in seen)
@@ -347,14 +350,52 @@ def test_a_database_of_another_schema_version_is_refused(tmp_path):
 
 def test_one_free_queue_across_tenants_and_a_tenant_over_quota_lets_others_pass(tmp_path):
     service, _, _ = make(tmp_path, FakeTrainer(steps=0))
-    a1 = service.create_job(JobRequest(dataset_id="ds-1", **FREE), tenant="alice")
-    a2 = service.create_job(JobRequest(dataset_id="ds-1", **FREE), tenant="alice")
-    b1 = service.create_job(JobRequest(dataset_id="ds-1", **FREE), tenant="bob")
+    a1 = service.create_job("alice", JobRequest(dataset_id="ds-1", **FREE))
+    a2 = service.create_job("alice", JobRequest(dataset_id="ds-1", **FREE))
+    b1 = service.create_job("bob", JobRequest(dataset_id="ds-1", **FREE))
     assert [a1.queue_position, a2.queue_position, b1.queue_position] == [1, 2, 3]  # one queue for the flavor
     add_trainer(service, slots=2)
-    wait_for(lambda: service.get_job(b1.id).state in ("STARTING", "RUNNING"))
-    assert service.get_job(a1.id).state in ("STARTING", "RUNNING")
-    waiting = service.get_job(a2.id)
+    wait_for(lambda: service.get_job("bob", b1.id).state in ("STARTING", "RUNNING"))
+    assert service.get_job("alice", a1.id).state in ("STARTING", "RUNNING")
+    waiting = service.get_job("alice", a2.id)
     assert waiting.state == "QUEUED" and waiting.queue_position == 1 and "quota" in waiting.wait_reason
     positions = [e.payload["queuePosition"]["position"] for e in service.store.events_after(a2.id, 0) if "queuePosition" in e.payload]
     assert positions == sorted(positions, reverse=True)
+
+
+def test_another_tenants_job_is_not_found_exactly_like_a_missing_one(tmp_path):
+    service, _, _ = make(tmp_path, FakeTrainer(steps=2))
+    add_trainer(service)
+    job = service.create_job("alice", JobRequest(dataset_id="ds-1", **FREE))
+    wait_for(lambda: service.get_job("alice", job.id).final)
+    with pytest.raises(NotFound) as missing:
+        service.get_job("bob", "job-0000000000")
+
+    async def watch_as_bob():
+        return [e async for e in service.watch_async("bob", job.id, 0)]
+
+    for call in (lambda: service.get_job("bob", job.id), lambda: service.cancel("bob", job.id),
+                 lambda: asyncio.run(watch_as_bob())):
+        with pytest.raises(NotFound) as exc:
+            call()
+        assert exc.value.message == missing.value.message.replace("job-0000000000", job.id)
+
+    assert [j.id for j in service.list_jobs("bob", "", 0, "")[0]] == []
+    assert [j.id for j in service.list_jobs("alice", "", 0, "")[0]] == [job.id]
+    assert {t for t, *_ in service.usage("bob", None, None)} == set()
+    assert {t for t, *_ in service.usage(None, None, None)} == {"alice"}  # an admin's view
+    assert service.get_job("alice", job.id).state == "COMPLETED"  # untouched by bob's attempts
+
+
+def test_job_creations_per_tenant_per_minute_are_limited_and_named(tmp_path):
+    service, _, _ = make(tmp_path, job_creations_per_minute=3)
+    made = [service.create_job("alice", JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1", request_id=f"r{i}"))
+            for i in range(3)]
+    with pytest.raises(ResourceExhausted) as exc:
+        service.create_job("alice", JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1"))
+    assert "job creations per tenant per minute" in exc.value.message and "3" in exc.value.message
+    assert "retry in" in exc.value.message
+    # a retry of a created job still answers; another tenant is not affected; nothing was lost
+    assert service.create_job("alice", JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1", request_id="r0")).id == made[0].id
+    service.create_job("bob", JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1"))
+    assert len(service.list_jobs("alice", "", 0, "")[0]) == 3
