@@ -270,7 +270,8 @@ def _check_prefix(artifact_prefix: str) -> None:
 
 
 def _load_checkpoint(data: bytes) -> dict:
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    # weights_only: a checkpoint is tensors and plain values; never unpickle code from the store
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def _progress_body(p: training.Progress) -> dict[str, Any]:
