@@ -4,22 +4,31 @@ Builds the SDK (`npm ci` when its node_modules is missing or stale, then `npm ru
 build`, which regenerates the messages from protos/ and compiles), runs its example
 script (upload, a tiny training job, watch, model version) and checks the JSON it
 prints. The scheduler is killed and restarted while the script watches, so the
-watch must resume from the last sequence over a really dropped connection.
+watch must resume from the last sequence over a really dropped connection, with
+its API key.
+
+A second, smaller stack (dataset and scheduler only) runs mutual TLS with a
+development CA; the SDK's `check-connection` example calls it with and without
+the API key, the CA and the client certificate, given as options, through the
+TRAINYARD_* variables, or found in the stack's stack.json.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from trainyard.sample_data import write_digits
+from trainyard.stack.local import LocalStack, StackSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -43,6 +52,13 @@ def fingerprint(*paths: Path) -> str:
     return digest.hexdigest()
 
 
+def node_env(data_dir: Path, **variables: str) -> dict[str, str]:
+    """This environment without TRAINYARD_* settings (nothing found by accident), plus `variables`;
+    TRAINYARD_DATA_DIR is `data_dir` unless given."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("TRAINYARD_")}
+    return {**env, "TRAINYARD_DATA_DIR": str(data_dir), **variables}
+
+
 def build_sdk() -> Path:
     """`npm ci` when node_modules is missing or older than the lock file, `npm run build`
     (generate from protos/, then tsc) when any input changed since the last build."""
@@ -57,7 +73,7 @@ def build_sdk() -> Path:
     if not built.exists() or built.read_text() != inputs:
         npm("run", "build")
         built.write_text(inputs)
-    return SDK / "dist" / "examples" / "e2e.js"
+    return SDK / "dist" / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +86,15 @@ def sdk_build():
 
 
 def test_typescript_sdk_trains_and_resumes_its_watch(sdk_build, stack, tmp_path):
-    script_js = sdk_build.result(timeout=600)
+    script_js = sdk_build.result(timeout=600) / "e2e.js"
     images = tmp_path / "digits"
     write_digits(images, per_class=8)
     stderr = tmp_path / "stderr.txt"
     command = ["node", str(script_js), "--dataset-address", stack.address("dataset"),
-               "--scheduler-address", stack.address("scheduler"), "--images", str(images)]
+               "--scheduler-address", stack.address("scheduler"), "--api-key", stack.api_key, "--images", str(images)]
     lines: list[dict] = []
-    with stderr.open("w") as err, subprocess.Popen(command, cwd=SDK, stdout=subprocess.PIPE, stderr=err, text=True) as script:
+    with stderr.open("w") as err, subprocess.Popen(command, cwd=SDK, stdout=subprocess.PIPE, stderr=err, text=True,
+                                                   env=node_env(tmp_path)) as script:
         assert script.stdout is not None
         restarted = False
         for line in script.stdout:
@@ -111,3 +128,74 @@ def test_typescript_sdk_trains_and_resumes_its_watch(sdk_build, stack, tmp_path)
     refusal = summary["refusal"]
     assert refusal["code"] == "FailedPrecondition"
     assert len(refusal["violations"]) >= 2 and all(v["subject"] == "S1" for v in refusal["violations"])
+
+
+# mutual TLS ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mtls_stack(tmp_path_factory) -> Iterator[LocalStack]:
+    """Dataset and scheduler (enough for flavors and datasets) on TLS that requires client certificates."""
+    stack = LocalStack(StackSettings(data_dir=tmp_path_factory.mktemp("mtls-stack"), mtls=True))
+    stack.start(services=("dataset", "scheduler"))
+    yield stack
+    stack.stop()
+
+
+def check_connection(sdk_build, stack: LocalStack, tmp_path: Path, *, api_key: bool = True, ca: bool = True,
+                     client_cert: bool = True, flags: bool = True, **env: str) -> dict:
+    """Runs the SDK's check-connection example; its one line of JSON, {"ok": …} or {"error": …}."""
+    certificates = stack.certificates
+    assert certificates is not None
+    command = ["node", str(sdk_build.result(timeout=600) / "check-connection.js")]
+    if flags:
+        command += ["--dataset-address", stack.address("dataset"), "--scheduler-address", stack.address("scheduler")]
+        command += ["--api-key", stack.api_key] if api_key else []
+        command += ["--tls-ca", str(certificates.ca)] if ca else []
+        command += ["--tls-cert", str(certificates.client_cert), "--tls-key", str(certificates.client_key)] if client_cert else []
+    done = subprocess.run(command, cwd=SDK, capture_output=True, text=True, timeout=60, env=node_env(tmp_path, **env))
+    assert done.stdout, done.stderr
+    result = json.loads(done.stdout)
+    assert done.returncode == (0 if "ok" in result else 1), done.stderr
+    return result
+
+
+def test_typescript_sdk_calls_an_mtls_stack_with_its_key_and_certificates(sdk_build, mtls_stack, tmp_path):
+    result = check_connection(sdk_build, mtls_stack, tmp_path)
+    assert result["ok"]["listed"] is True and "free-gpu" in result["ok"]["flavors"], result
+
+
+def test_typescript_sdk_reads_key_and_certificates_from_the_environment(sdk_build, mtls_stack, tmp_path):
+    certificates = mtls_stack.certificates
+    assert certificates is not None
+    # the TRAINYARD_* variables, with another tenant's key
+    from_variables = check_connection(
+        sdk_build, mtls_stack, tmp_path, flags=False,
+        TRAINYARD_DATASET_ADDRESS=mtls_stack.address("dataset"),
+        TRAINYARD_SCHEDULER_ADDRESS=mtls_stack.address("scheduler"),
+        TRAINYARD_API_KEY=mtls_stack.create_api_key("tenant-b"),
+        TRAINYARD_TLS_CA=str(certificates.ca),
+        TRAINYARD_TLS_CLIENT_CERT=str(certificates.client_cert),
+        TRAINYARD_TLS_CLIENT_KEY=str(certificates.client_key),
+    )
+    assert from_variables["ok"]["listed"] is True, from_variables
+    # nothing but the stack's data directory: addresses, key file and certificates from its stack.json
+    from_stack = check_connection(sdk_build, mtls_stack, tmp_path, flags=False, TRAINYARD_DATA_DIR=str(mtls_stack.data_dir))
+    assert from_stack["ok"]["listed"] is True, from_stack
+
+
+def test_typescript_sdk_without_the_api_key_is_unauthenticated(sdk_build, mtls_stack, tmp_path):
+    error = check_connection(sdk_build, mtls_stack, tmp_path, api_key=False)["error"]
+    assert error["code"] == "Unauthenticated" and "authorization: Bearer" in error["message"], error
+
+
+def test_typescript_sdk_refuses_a_server_whose_ca_it_does_not_trust(sdk_build, mtls_stack, tmp_path):
+    # No CA given: Node.js's public CAs do not include the development CA.
+    error = check_connection(sdk_build, mtls_stack, tmp_path, ca=False)["error"]
+    assert error["cause"] == "UNABLE_TO_VERIFY_LEAF_SIGNATURE" and "certificate" in error["message"], error
+
+
+def test_typescript_sdk_without_a_client_certificate_is_refused_by_an_mtls_stack(sdk_build, mtls_stack, tmp_path):
+    # The server ends the TLS session; Connect for Node.js sees the stream cut (CANCELED).
+    error = check_connection(sdk_build, mtls_stack, tmp_path, client_cert=False)["error"]
+    assert error["code"] != "Unauthenticated", error

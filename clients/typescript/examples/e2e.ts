@@ -4,7 +4,10 @@
  * watch it to the end and read the model version.
  *
  *   node dist/examples/e2e.js --dataset-address 127.0.0.1:50051 \
- *     --scheduler-address 127.0.0.1:50052 --images digits/
+ *     --scheduler-address 127.0.0.1:50052 --api-key "$(cat .trainyard/dev-api-key)" --images digits/
+ *
+ * What is left out (addresses, API key, TLS) comes from the environment, as in
+ * TrainyardClient.connect.
  *
  * stdout is JSON lines: {"job": …} once created, {"event": …} per event (proto
  * JSON), then {"summary": …}. Reconnections are reported on stderr.
@@ -29,6 +32,7 @@ const { values: args } = parseArgs({
   options: {
     "dataset-address": { type: "string" },
     "scheduler-address": { type: "string" },
+    "api-key": { type: "string" },
     images: { type: "string" },
     "dataset-name": { type: "string", default: `ts-e2e-${randomUUID().slice(0, 8)}` },
     "max-epochs": { type: "string", default: "1" },
@@ -41,6 +45,7 @@ if (!args.images) {
 const client = TrainyardClient.connect({
   datasetAddress: args["dataset-address"],
   schedulerAddress: args["scheduler-address"],
+  apiKey: args["api-key"],
 });
 
 // A refusal names every reason: three images of one class fail two S1 rules.

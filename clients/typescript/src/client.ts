@@ -4,13 +4,11 @@
  * Connect clients of the two public services.
  */
 import { randomUUID } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
-import path from "node:path";
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { type Client, Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 
+import { defaultAddresses, defaultApiKey, defaultTls, grpcTransport, type TransportOptions } from "./connection.js";
 import type { Dataset } from "./gen/trainyard/dataset/v1/dataset_pb.js";
 import { DatasetService, type UploadImagesResponse } from "./gen/trainyard/dataset/v1/dataset_service_pb.js";
 import type { ModelVersion, TrainingJob, TrainingJobEvent } from "./gen/trainyard/scheduler/v1/scheduler_pb.js";
@@ -21,16 +19,14 @@ import {
 import { type ImageFile, imagesInFolder, uploadRequests } from "./upload.js";
 import { type WatchOptions, watchTrainingJob } from "./watch.js";
 
-/** How to reach the services. */
-export interface ConnectOptions {
+/** How to reach the services and authenticate to them; what is left out comes from the environment. */
+export interface ConnectOptions extends TransportOptions {
   /** host:port (or an http(s):// URL) of the dataset service; see defaultAddresses. */
   readonly datasetAddress?: string;
   /** host:port (or an http(s):// URL) of the scheduler; see defaultAddresses. */
   readonly schedulerAddress?: string;
   /** Deadline of each unary call in ms (default 60 000); uploads and job creation get more. */
   readonly timeoutMs?: number;
-  /** Connect interceptors for every call (authentication headers, logging). */
-  readonly interceptors?: Interceptor[];
 }
 
 /**
@@ -46,29 +42,6 @@ export interface UploadFolderOptions {
   readonly batch?: number;
   /** Called after each stream with its response and the files done so far. */
   readonly onBatch?: (response: UploadImagesResponse, done: number, total: number) => void;
-}
-
-/**
- * (dataset, scheduler) addresses, like the Python SDK's: TRAINYARD_DATASET_ADDRESS
- * and TRAINYARD_SCHEDULER_ADDRESS, else those of a local stack started in
- * TRAINYARD_DATA_DIR (default .trainyard, its stack.json), else 127.0.0.1:50051 and :50052.
- */
-export function defaultAddresses(env: NodeJS.ProcessEnv = process.env): { dataset: string; scheduler: string } {
-  let dataset = env.TRAINYARD_DATASET_ADDRESS;
-  let scheduler = env.TRAINYARD_SCHEDULER_ADDRESS;
-  const stackFile = path.join(env.TRAINYARD_DATA_DIR ?? ".trainyard", "stack.json");
-  if ((!dataset || !scheduler) && existsSync(stackFile)) {
-    const stack = JSON.parse(readFileSync(stackFile, "utf8")) as { dataset?: string; scheduler?: string };
-    dataset ||= stack.dataset;
-    scheduler ||= stack.scheduler;
-  }
-  return { dataset: dataset || "127.0.0.1:50051", scheduler: scheduler || "127.0.0.1:50052" };
-}
-
-/** A gRPC (HTTP/2) transport to host:port, plain text; a URL is used as it is. */
-export function grpcTransport(address: string, interceptors: Interceptor[] = []): Transport {
-  const baseUrl = /^https?:\/\//.test(address) ? address : `http://${address}`;
-  return createGrpcTransport({ baseUrl, interceptors });
 }
 
 export class TrainyardClient {
@@ -87,13 +60,28 @@ export class TrainyardClient {
     this.scheduler = createClient(SchedulerService, schedulerTransport);
   }
 
-  /** A client of the services at the given (or default) addresses over plain-text gRPC. */
+  /**
+   * A client of the services at the given addresses, with the given API key and TLS
+   * settings. What is left out comes from the environment like in the Python SDK:
+   * defaultAddresses, defaultApiKey (TRAINYARD_API_KEY) and defaultTls
+   * (TRAINYARD_TLS_CA, TRAINYARD_TLS_CLIENT_CERT/KEY), then a local stack's stack.json.
+   * Pass `apiKey: ""` or `tls: false` to turn a default off. Throws when a named
+   * certificate file cannot be read or the options contradict each other.
+   */
   static connect(options: ConnectOptions = {}): TrainyardClient {
-    const defaults = defaultAddresses();
-    const interceptors = options.interceptors ?? [];
+    const addresses = once(defaultAddresses);
+    const apiKey = once(defaultApiKey);
+    const tls = once(defaultTls);
+    const transport = (address: string) =>
+      grpcTransport(address, {
+        apiKey: options.apiKey ?? apiKey(),
+        // An http:// URL says plain text: default TLS settings apply to the other addresses.
+        tls: options.tls ?? (/^http:\/\//i.test(address) ? undefined : tls()),
+        interceptors: options.interceptors,
+      });
     return new TrainyardClient(
-      grpcTransport(options.datasetAddress ?? defaults.dataset, interceptors),
-      grpcTransport(options.schedulerAddress ?? defaults.scheduler, interceptors),
+      transport(options.datasetAddress ?? addresses().dataset),
+      transport(options.schedulerAddress ?? addresses().scheduler),
       options.timeoutMs,
     );
   }
@@ -173,6 +161,12 @@ export class TrainyardClient {
     const response = await this.scheduler.getModelVersion({ datasetId, version }, { timeoutMs: this.timeoutMs });
     return present(response.modelVersion, "model_version");
   }
+}
+
+/** `compute`, called once, on the first call. */
+function once<T>(compute: () => T): () => T {
+  let value: { result: T } | undefined;
+  return () => (value ??= { result: compute() }).result;
 }
 
 /** A response's resource, which the API always sets. */

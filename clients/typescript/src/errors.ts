@@ -51,11 +51,41 @@ const LOCAL_FAILURE_CODES: ReadonlySet<Code> = new Set([Code.Canceled, Code.Abor
  *   error code CANCEL" (CANCELED), a reset socket ABORTED.
  *
  * A call the caller cancelled also ends CANCELED without a `grpc-status`: check the
- * caller's AbortSignal first (watchTrainingJob does).
+ * caller's AbortSignal first (watchTrainingJob does). A server certificate this
+ * client does not trust is not a lost connection (see certificateRejected).
  */
 export function isConnectionLost(error: ConnectError): boolean {
+  if (certificateRejected(error)) {
+    return false;
+  }
   if (error.code === Code.Unavailable) {
     return true;
   }
   return LOCAL_FAILURE_CODES.has(error.code) && !error.metadata.has("grpc-status");
+}
+
+/**
+ * Node.js's codes for a server certificate that fails verification (OpenSSL's X509
+ * errors, see https://nodejs.org/api/tls.html, and a name that does not match).
+ */
+const CERTIFICATE_ERRORS: ReadonlySet<string> = new Set([
+  "UNABLE_TO_GET_ISSUER_CERT", "UNABLE_TO_GET_CRL", "UNABLE_TO_DECRYPT_CERT_SIGNATURE",
+  "UNABLE_TO_DECRYPT_CRL_SIGNATURE", "UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY", "CERT_SIGNATURE_FAILURE",
+  "CRL_SIGNATURE_FAILURE", "CERT_NOT_YET_VALID", "CERT_HAS_EXPIRED", "CRL_NOT_YET_VALID", "CRL_HAS_EXPIRED",
+  "ERROR_IN_CERT_NOT_BEFORE_FIELD", "ERROR_IN_CERT_NOT_AFTER_FIELD", "ERROR_IN_CRL_LAST_UPDATE_FIELD",
+  "ERROR_IN_CRL_NEXT_UPDATE_FIELD", "DEPTH_ZERO_SELF_SIGNED_CERT", "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "UNABLE_TO_VERIFY_LEAF_SIGNATURE", "CERT_CHAIN_TOO_LONG", "CERT_REVOKED",
+  "INVALID_CA", "PATH_LENGTH_EXCEEDED", "INVALID_PURPOSE", "CERT_UNTRUSTED", "CERT_REJECTED", "HOSTNAME_MISMATCH",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
+/**
+ * Whether the call failed because this client did not trust the server's certificate
+ * (Connect reports it as INTERNAL, "unable to verify the first certificate"): a
+ * configuration error (the wrong `tls.ca`) that trying again will not cure.
+ */
+export function certificateRejected(error: ConnectError): boolean {
+  const cause: unknown = error.cause;
+  const code = cause instanceof Error ? (cause as NodeJS.ErrnoException).code : undefined;
+  return code !== undefined && CERTIFICATE_ERRORS.has(code);
 }

@@ -3,19 +3,23 @@
  *
  * - `TrainyardClient`: create a dataset, upload images, create and watch a
  *   training job (resumed after a dropped connection), get a model version.
+ *   `TrainyardClient.connect` takes the API key and TLS settings (or finds them
+ *   in the environment); `grpcTransport` builds one transport the same way.
  * - The typed messages, enums and service descriptors generated from
  *   protos/trainyard/ by protoc-gen-es (create them with `create(XSchema, {...})`
  *   from @bufbuild/protobuf).
  */
+export { type ConnectOptions, type TrainingJobOptions, TrainyardClient, type UploadFolderOptions } from "./client.js";
 export {
-  type ConnectOptions,
+  apiKeyInterceptor,
   defaultAddresses,
+  defaultApiKey,
+  defaultTls,
   grpcTransport,
-  type TrainingJobOptions,
-  TrainyardClient,
-  type UploadFolderOptions,
-} from "./client.js";
-export { isConnectionLost, type Violation, violations } from "./errors.js";
+  type TlsOptions,
+  type TransportOptions,
+} from "./connection.js";
+export { certificateRejected, isConnectionLost, type Violation, violations } from "./errors.js";
 export { CHUNK_BYTES, IMAGE_SUFFIXES, type ImageFile, imagesInFolder, uploadRequests } from "./upload.js";
 export { type WatchOptions, watchTrainingJob } from "./watch.js";
 

@@ -10,7 +10,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { type Client, createClient, createRouterTransport, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 
-import { grpcTransport } from "../src/index.js";
+import { grpcTransport, type TransportOptions } from "../src/index.js";
 
 /** A client of an in-memory implementation of (part of) a service. */
 export function inMemoryClient<T extends DescService>(service: T, implementation: Partial<ServiceImpl<T>>): Client<T> {
@@ -20,7 +20,8 @@ export function inMemoryClient<T extends DescService>(service: T, implementation
 /** A gRPC server on 127.0.0.1 serving (part of) a service, called through the SDK's own transport. */
 export class FakeGrpcServer<T extends DescService> {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
-  private address = "";
+  /** host:port it listens on. */
+  address = "";
 
   private constructor(
     readonly service: T,
@@ -41,8 +42,8 @@ export class FakeGrpcServer<T extends DescService> {
   }
 
   /** A client over plain-text gRPC, the transport TrainyardClient.connect uses. */
-  client(): Client<T> {
-    return createClient(this.service, grpcTransport(this.address));
+  client(options: TransportOptions = {}): Client<T> {
+    return createClient(this.service, grpcTransport(this.address, options));
   }
 
   /** Closes every connection at once, without a word to the client, as a killed process would. */
