@@ -8,7 +8,7 @@ import pytest
 
 from tests.e2e.stacks import running_stack
 from trainyard.sdk import Client
-from trainyard.stack.local import LocalStack
+from trainyard.stack.local import LocalStack, StackSettings
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +20,12 @@ def stack(tmp_path_factory) -> Iterator[LocalStack]:
 @pytest.fixture(scope="module")
 def client(stack) -> Client:
     return stack.client()
+
+
+@pytest.fixture(scope="session")
+def mtls_stack(tmp_path_factory) -> Iterator[LocalStack]:
+    """Dataset and scheduler (enough for flavors, datasets and queued jobs) on TLS that requires client certificates."""
+    stack = LocalStack(StackSettings(data_dir=tmp_path_factory.mktemp("mtls-stack"), mtls=True))
+    stack.start(services=("dataset", "scheduler"))
+    yield stack
+    stack.stop()

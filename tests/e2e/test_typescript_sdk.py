@@ -21,14 +21,13 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from trainyard.sample_data import write_digits
-from trainyard.stack.local import LocalStack, StackSettings
+from trainyard.stack.local import LocalStack
 
 pytestmark = pytest.mark.e2e
 
@@ -131,15 +130,6 @@ def test_typescript_sdk_trains_and_resumes_its_watch(sdk_build, stack, tmp_path)
 
 
 # mutual TLS ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mtls_stack(tmp_path_factory) -> Iterator[LocalStack]:
-    """Dataset and scheduler (enough for flavors and datasets) on TLS that requires client certificates."""
-    stack = LocalStack(StackSettings(data_dir=tmp_path_factory.mktemp("mtls-stack"), mtls=True))
-    stack.start(services=("dataset", "scheduler"))
-    yield stack
-    stack.stop()
 
 
 def check_connection(sdk_build, stack: LocalStack, tmp_path: Path, *, api_key: bool = True, ca: bool = True,
