@@ -28,62 +28,15 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+from harness import FakeTrainer, fake_trainer_stack, pct
 
 from trainyard.auth import CallCredentials
-from trainyard.common.v1 import training_pb2 as common
 from trainyard.rpc import channel
 from trainyard.sample_data import digit_files
 from trainyard.scheduler.v1 import scheduler_service_pb2 as sc
 from trainyard.scheduler.v1 import scheduler_service_pb2_grpc as sc_grpc
-from trainyard.stack.local import LocalStack, StackSettings
-from trainyard.timeconv import timestamp
-from trainyard.trainer.v1 import trainer_pb2 as tr
-from trainyard.trainer.v1 import trainer_service_pb2 as trs
-from trainyard.trainer.v1 import trainer_service_pb2_grpc as trs_grpc
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scheduler.json"
-FLAVORS = """
-default_flavor = "bench"
-[[flavors]]
-id = "bench"
-display_name = "Benchmark"
-kind = "pay_per_use"
-gpus_per_job = 1
-price_per_hour = 1.0
-tenant_concurrency_quota = 0
-"""
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-class FakeTrainer(trs_grpc.TrainerServiceServicer):
-    """Records when a job arrives; finishes at once, or streams `progress_events` first for the fan-out job."""
-
-    def __init__(self) -> None:
-        self.received: dict[str, float] = {}
-        self.fanout_job: str | None = None
-        self.fanout_go = threading.Event()
-        self.progress_events = 0
-
-    def RunTraining(self, request, context):
-        job_id = request.spec.job_id
-        self.received.setdefault(job_id, time.time())
-        sequence = request.after_sequence
-        if job_id == self.fanout_job:
-            self.fanout_go.wait()
-            for _ in range(self.progress_events):
-                sequence += 1
-                yield trs.RunTrainingResponse(event=tr.TrainerEvent(
-                    sequence=sequence, time=timestamp(time.time()), progress=common.TrainingProgress(epoch=1)))
-                time.sleep(0.2)
-        yield trs.RunTrainingResponse(event=tr.TrainerEvent(sequence=sequence + 1, time=timestamp(time.time()), outcome=tr.TrainingOutcome(
-            stop_reason=common.STOP_REASON_CONVERGED, artifact_prefix=f"bench/{job_id}/")))
-
-    def StopTraining(self, request, context):
-        return trs.StopTrainingResponse(stopping=False)
 
 
 async def watch_delays(address: str, job_id: str, watchers: int, started: threading.Event) -> list[float]:
@@ -118,8 +71,8 @@ def watcher_process(address: str, job_id: str, watchers: int) -> None:
 def fanout(stub, scheduler_address: str, api_key: str, trainer: FakeTrainer, watchers: int, events: int, processes: int = 2) -> dict:
     """Watchers spread over client processes (each an asyncio loop), so the client side is not the bottleneck."""
     job = stub.CreateTrainingJob(sc.CreateTrainingJobRequest(dataset_id="bench", dataset_version="v1", flavor_id="bench")).training_job
-    trainer.fanout_job, trainer.progress_events = job.id, events
-    trainer.fanout_go.clear()
+    trainer.streams, trainer.progress_events = (lambda job_id: job_id == job.id), events
+    trainer.go.clear()
     processes = min(processes, watchers)
     children = [
         subprocess.Popen([sys.executable, __file__, "--watch-child", scheduler_address, job.id, str(watchers // processes + (i < watchers % processes))],
@@ -128,7 +81,7 @@ def fanout(stub, scheduler_address: str, api_key: str, trainer: FakeTrainer, wat
     ]
     for child in children:
         assert child.stdout.readline().strip() == "ready"
-    trainer.fanout_go.set()
+    trainer.go.set()
     delays = [d for child in children for d in json.loads(child.stdout.readline())]
     for child in children:
         child.wait()
@@ -146,65 +99,46 @@ def main() -> None:
     parser.add_argument("--creations", type=int, default=500)
     args = parser.parse_args()
 
-    trainer = FakeTrainer()
-    fake = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
-    trs_grpc.add_TrainerServiceServicer_to_server(trainer, fake)
-    trainer_port = fake.add_insecure_port("127.0.0.1:0")
-    fake.start()
+    with tempfile.TemporaryDirectory() as tmp, fake_trainer_stack(Path(tmp), extra_env={
+            "TRAINYARD_JOB_CREATIONS_PER_MINUTE": "0"}) as (stack, trainer):  # measures the scheduler, not the per-tenant rate limit
+        client = stack.client()
+        ds = client.create_dataset("bench")
+        client.upload_images(ds.id, digit_files(per_class=5))
+        client.publish_version(ds.id, "v1")
+        stub = sc_grpc.SchedulerServiceStub(channel(stack.address("scheduler"), credentials=CallCredentials(stack.api_key)))
 
-    with tempfile.TemporaryDirectory() as tmp:
-        flavors = Path(tmp) / "flavors.toml"
-        flavors.write_text(FLAVORS)
-        stack = LocalStack(StackSettings(data_dir=Path(tmp) / "stack", extra_env={
-            "TRAINYARD_FLAVORS_FILE": str(flavors), "TRAINYARD_LOG_LEVEL": "warning",
-            "TRAINYARD_JOB_CREATIONS_PER_MINUTE": "0"}))  # measures the scheduler, not the per-tenant rate limit
-        stack.start(services=("dataset", "scheduler"))
-        try:
-            client = stack.client()
-            ds = client.create_dataset("bench")
-            client.upload_images(ds.id, digit_files(per_class=5))
-            client.publish_version(ds.id, "v1")
-            stub = sc_grpc.SchedulerServiceStub(channel(stack.address("scheduler"), credentials=CallCredentials(stack.api_key)))
-            internal = sc_grpc.SchedulerServiceStub(channel(
-                stack.address("scheduler"), credentials=CallCredentials(stack.internal_token_file.read_text().strip())))
-            internal.RegisterTrainer(sc.RegisterTrainerRequest(trainer_id="fake", address=f"127.0.0.1:{trainer_port}",
-                                                           flavor_ids=["bench"], slots=100_000, device="none"))
+        # baseline: a bare unary round trip
+        round_trips = []
+        for _ in range(200):
+            t = time.perf_counter()
+            stub.ListFlavors(sc.ListFlavorsRequest())
+            round_trips.append(time.perf_counter() - t)
 
-            # baseline: a bare unary round trip
-            round_trips = []
-            for _ in range(200):
-                t = time.perf_counter()
-                stub.ListFlavors(sc.ListFlavorsRequest())
-                round_trips.append(time.perf_counter() - t)
+        # dispatch latency with idle capacity, one job at a time
+        dispatch = []
+        for _ in range(args.jobs):
+            t = time.time()
+            job = stub.CreateTrainingJob(sc.CreateTrainingJobRequest(dataset_id="bench", dataset_version="v1", flavor_id="bench")).training_job
+            while job.id not in trainer.received:
+                time.sleep(0.0005)
+            dispatch.append(trainer.received[job.id] - t)
 
-            # dispatch latency with idle capacity, one job at a time
-            dispatch = []
-            for _ in range(args.jobs):
-                t = time.time()
-                job = stub.CreateTrainingJob(sc.CreateTrainingJobRequest(dataset_id="bench", dataset_version="v1", flavor_id="bench")).training_job
-                while job.id not in trainer.received:
-                    time.sleep(0.0005)
-                dispatch.append(trainer.received[job.id] - t)
+        # creations per second, 16 clients at once
+        def create(_: int) -> None:
+            stub.CreateTrainingJob(sc.CreateTrainingJobRequest(dataset_id="bench", dataset_version="v1", flavor_id="bench"))
 
-            # creations per second, 16 clients at once
-            def create(_: int) -> None:
-                stub.CreateTrainingJob(sc.CreateTrainingJobRequest(dataset_id="bench", dataset_version="v1", flavor_id="bench"))
+        with futures.ThreadPoolExecutor(16) as pool:
+            t = time.perf_counter()
+            list(pool.map(create, range(args.creations)))
+            creation_seconds = time.perf_counter() - t
+        with futures.ThreadPoolExecutor(16) as pool:
+            t = time.perf_counter()
+            list(pool.map(lambda _: stub.ListFlavors(sc.ListFlavorsRequest()), range(args.creations)))
+            unary_seconds = time.perf_counter() - t
+        time.sleep(2.0)  # let the dispatcher drain the created jobs
 
-            with futures.ThreadPoolExecutor(16) as pool:
-                t = time.perf_counter()
-                list(pool.map(create, range(args.creations)))
-                creation_seconds = time.perf_counter() - t
-            with futures.ThreadPoolExecutor(16) as pool:
-                t = time.perf_counter()
-                list(pool.map(lambda _: stub.ListFlavors(sc.ListFlavorsRequest()), range(args.creations)))
-                unary_seconds = time.perf_counter() - t
-            time.sleep(2.0)  # let the dispatcher drain the created jobs
-
-            single = fanout(stub, stack.address("scheduler"), stack.api_key, trainer, 1, 10)
-            many = fanout(stub, stack.address("scheduler"), stack.api_key, trainer, args.watchers, 10)
-        finally:
-            stack.stop()
-            fake.stop(0)
+        single = fanout(stub, stack.address("scheduler"), stack.api_key, trainer, 1, 10)
+        many = fanout(stub, stack.address("scheduler"), stack.api_key, trainer, args.watchers, 10)
 
     results = {
         "baseline_round_trip_ms": {"p50": pct(round_trips, 50) * 1000, "p99": pct(round_trips, 99) * 1000},
