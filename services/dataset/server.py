@@ -41,6 +41,8 @@ class DatasetConfig:
             limits=Limits(
                 max_image_bytes=env_int(env, "TRAINYARD_MAX_IMAGE_BYTES", Limits.max_image_bytes),
                 max_image_pixels=env_int(env, "TRAINYARD_MAX_IMAGE_PIXELS", Limits.max_image_pixels),
+                max_tenant_bytes=env_int(env, "TRAINYARD_TENANT_MAX_BYTES", Limits.max_tenant_bytes),
+                max_dataset_images=env_int(env, "TRAINYARD_DATASET_MAX_IMAGES", Limits.max_dataset_images),
             ),
             security=SecurityConfig.from_env(env),
             deleted_retention_hours=env_float(env, "TRAINYARD_DELETED_RETENTION_HOURS", 168.0),

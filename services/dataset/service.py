@@ -2,6 +2,11 @@
 
 No gRPC here: the servicer turns requests into these calls and results back
 into protos (`mapping.py`).
+
+Tenancy: every public method takes the tenant the call acts for, first. A dataset
+is found only within its tenant, so another tenant's dataset is NOT_FOUND with the
+very message of one that does not exist, and everything reached through a
+dataset (images, labels, versions) is the tenant's own.
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ from datetime import UTC, datetime
 import structlog
 
 from trainyard import paging
-from trainyard.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from trainyard.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from trainyard.objectstore import ObjectStore
 from trainyard.services.dataset import images, manifest, rules, split
-from trainyard.services.dataset.store import DatasetRow, DatasetStore, ImageRow, VersionRow
+from trainyard.services.dataset.store import DatasetRow, DatasetStore, ImageRow, Usage, VersionRow
 
 log = structlog.get_logger(__name__)
 
@@ -33,10 +38,32 @@ MAX_DESCRIPTION = 1000
 
 @dataclass(frozen=True)
 class Limits:
-    """Ingest limits, configurable per deployment."""
+    """Ingest limits, configurable per deployment (the variables named in each limit's message)."""
 
-    max_image_bytes: int = 50 * 2**20
-    max_image_pixels: int = 89_478_485
+    max_image_bytes: int = 50 * 2**20  # TRAINYARD_MAX_IMAGE_BYTES: one image file
+    max_image_pixels: int = 89_478_485  # TRAINYARD_MAX_IMAGE_PIXELS: one decoded image
+    max_tenant_bytes: int = 50 * 2**30  # TRAINYARD_TENANT_MAX_BYTES: image bytes of a tenant's live datasets
+    max_dataset_images: int = 1_000_000  # TRAINYARD_DATASET_MAX_IMAGES: images of one dataset
+
+    def image_too_big(self, size: int | None = None) -> str:
+        """Why a file over max_image_bytes is rejected (its size when known)."""
+        what = f"the file is {size:,} bytes" if size is not None else "the file is larger"
+        return f"{what}; the limit is {self.max_image_bytes:,} bytes per image (TRAINYARD_MAX_IMAGE_BYTES)"
+
+    def check(self, tenant: str, dataset: DatasetRow, usage: Usage) -> None:
+        """ResourceExhausted naming the limit when `usage` (as a request would leave it) is over one."""
+        if usage.dataset_images > self.max_dataset_images:
+            raise ResourceExhausted(
+                f"dataset {dataset.display_name!r} would hold {usage.dataset_images:,} images; the limit is "
+                f"{self.max_dataset_images:,} images per dataset (TRAINYARD_DATASET_MAX_IMAGES). "
+                "Nothing of this request was recorded."
+            )
+        if usage.tenant_bytes > self.max_tenant_bytes:
+            raise ResourceExhausted(
+                f"tenant {tenant!r} would store {usage.tenant_bytes:,} bytes of images; the limit is "
+                f"{self.max_tenant_bytes:,} bytes per tenant (TRAINYARD_TENANT_MAX_BYTES). "
+                "Nothing of this request was recorded."
+            )
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,38 @@ class VersionDiff:
 MAX_LABEL_ASSIGNMENTS = 10_000
 MAX_INLINE_MANIFEST = 8 * 2**20
 UPLOAD_WORKERS = 3  # files of one upload stream validated and written at once
+IMPORTS_PREFIX = "imports/"  # imports/<tenant>/…: where objects for a tenant's imports are staged
+
+
+class _Budget:
+    """What one upload or import may still add, counted before each new object is written.
+
+    Starts from the usage committed when the request began, so a request over a
+    limit stops early and writes no more objects; the check inside the commit's
+    transaction (`Limits.check`) stays the one that decides between concurrent requests.
+    """
+
+    def __init__(self, limits: Limits, tenant: str, dataset: DatasetRow, usage: Usage) -> None:
+        self._limits, self._tenant, self._dataset = limits, tenant, dataset
+        self._usage = usage
+        self._taken: set[str] = set()
+        self._lock = threading.Lock()
+        self.exceeded: ResourceExhausted | None = None
+
+    def take(self, image_id: str, size: int) -> bool:
+        """Count a new image; False (and `exceeded` set) when it would pass a limit."""
+        with self._lock:
+            if image_id in self._taken:  # the same new file twice in one request counts once
+                return True
+            after = Usage(self._usage.dataset_images + 1, self._usage.tenant_bytes + size)
+            try:
+                self._limits.check(self._tenant, self._dataset, after)
+            except ResourceExhausted as exc:
+                self.exceeded = self.exceeded or exc
+                return False
+            self._taken.add(image_id)
+            self._usage = after
+            return True
 
 
 @dataclass(frozen=True)
@@ -118,6 +177,12 @@ def version_prefix(dataset_id: str, name: str) -> str:
     return f"datasets/{dataset_id}/versions/{name}/"
 
 
+def _not_importable(tenant: str, key: str) -> str:
+    """Why a key is refused: the same words whether or not the object or its dataset exists."""
+    return (f"object {key!r} is not importable: a tenant imports only objects under "
+            f"{IMPORTS_PREFIX}{tenant}/ or datasets/<id>/ of one of its own datasets")
+
+
 class DatasetService:
     def __init__(
         self,
@@ -133,7 +198,7 @@ class DatasetService:
         self._publish_lock = threading.Lock()
 
     # datasets --------------------------------------------------------------------
-    def create_dataset(self, display_name: str, description: str = "") -> DatasetRow:
+    def create_dataset(self, tenant: str, display_name: str, description: str = "") -> DatasetRow:
         if not _DISPLAY_NAME.fullmatch(display_name):
             raise InvalidArgument.field(
                 "display_name", "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -141,26 +206,30 @@ class DatasetService:
         if len(description) > MAX_DESCRIPTION:
             raise InvalidArgument.field("description", f"is {len(description)} characters; at most {MAX_DESCRIPTION}")
         dataset_id = "ds-" + secrets.token_hex(4)
-        if not self.store.insert_dataset(dataset_id, display_name, description, self.clock()):
+        if not self.store.insert_dataset(tenant, dataset_id, display_name, description, self.clock()):
             raise AlreadyExists(f"a dataset named {display_name!r} exists already")
-        log.info("dataset.created", dataset_id=dataset_id, display_name=display_name)
-        return self.get_dataset(dataset_id)
+        log.info("dataset.created", dataset_id=dataset_id, display_name=display_name, tenant=tenant)
+        return self.get_dataset(tenant, dataset_id)
 
-    def get_dataset(self, id_or_name: str) -> DatasetRow:
+    def get_dataset(self, tenant: str, id_or_name: str) -> DatasetRow:
+        """The tenant's dataset of that id or display name.
+
+        Another tenant's dataset gets the very NOT_FOUND of one that does not exist.
+        """
         if not id_or_name:
             raise InvalidArgument.field("dataset_id", "is required")
-        row = self.store.find_dataset(id_or_name)
+        row = self.store.find_dataset(tenant, id_or_name)
         if row is None:
             raise NotFound(f"dataset {id_or_name!r} does not exist")
         return row
 
-    def list_datasets(self, page_size: int, page_token: str) -> tuple[list[DatasetRow], str]:
+    def list_datasets(self, tenant: str, page_size: int, page_token: str) -> tuple[list[DatasetRow], str]:
         offset, limit = paging.page(page_size, page_token)
-        rows = self.store.list_datasets(offset, limit)
+        rows = self.store.list_datasets(tenant, offset, limit)
         return rows, paging.next_token(offset, limit, len(rows))
 
     # images ----------------------------------------------------------------------
-    def upload(self, dataset_id: str, parts: Iterable[FileHeader | bytes],
+    def upload(self, tenant: str, dataset_id: str, parts: Iterable[FileHeader | bytes],
                still_wanted: Callable[[], bool] = lambda: True) -> list[UploadOutcome]:
         """Store each file of an upload stream; a bad file is rejected, the rest go on.
 
@@ -172,27 +241,35 @@ class DatasetService:
         or `still_wanted` says the caller is gone) nothing of the stream is recorded. gRPC can
         report a cancelled stream as an ordinary end, so files received in full before a cut
         may be recorded; a retry then reports them as duplicates.
+
+        A file over max_image_bytes is rejected by itself. New images that would take the
+        dataset over max_dataset_images or the tenant over max_tenant_bytes fail the whole
+        stream with ResourceExhausted, and nothing of it is recorded (files stored already
+        count once, so retrying an upload that was recorded stays safe).
         """
-        dataset = self.get_dataset(dataset_id)
+        dataset = self.get_dataset(tenant, dataset_id)
+        budget = _Budget(self.limits, tenant, dataset, self.store.usage(dataset.id))
         in_flight = threading.BoundedSemaphore(UPLOAD_WORKERS * 2)  # bounds the bytes held in memory
-        pending: list[Future[_Prepared | UploadOutcome]] = []
+        pending: list[Future[_Prepared | UploadOutcome | None]] = []
         with ThreadPoolExecutor(UPLOAD_WORKERS, thread_name_prefix="upload") as pool:
             try:
                 for header, chunks in _files(parts):
+                    if budget.exceeded:
+                        raise budget.exceeded  # stop reading: no more objects for a request that fails
                     received = self._receive(header, chunks)
                     if isinstance(received, UploadOutcome):
                         pending.append(_done(received))
                         continue
                     label, data = received
                     in_flight.acquire()
-                    future = pool.submit(self._prepare, dataset.id, header.file_name, label, data)
+                    future = pool.submit(self._prepare, dataset.id, header.file_name, label, data, budget)
                     future.add_done_callback(lambda _: in_flight.release())
                     pending.append(future)
             finally:
                 prepared = [f.result() for f in pending]
         if not still_wanted():
             raise Aborted("the upload was cut off before it ended; nothing of it was recorded")
-        return self._commit(dataset.id, prepared)
+        return self._commit(tenant, dataset, prepared, budget)
 
     def _receive(self, header: FileHeader, chunks: Iterator[bytes]) -> tuple[str, bytes] | UploadOutcome:
         """A file's (label, bytes), or its rejection for size, completeness or label."""
@@ -206,7 +283,7 @@ class DatasetService:
                     buffer = bytearray()
         name = header.file_name
         if too_big:
-            return UploadOutcome(name, "rejected", reason=f"file is larger than the limit of {self.limits.max_image_bytes} bytes")
+            return UploadOutcome(name, "rejected", reason=self.limits.image_too_big())
         if header.size_bytes and len(buffer) != header.size_bytes:
             return UploadOutcome(name, "rejected", reason=f"incomplete: {len(buffer)} of {header.size_bytes} bytes arrived")
         try:
@@ -215,67 +292,117 @@ class DatasetService:
             return UploadOutcome(name, "rejected", reason=f"bad label: {exc.message}")
         return label, bytes(buffer)
 
-    def _prepare(self, dataset_id: str, name: str, label: str, data: bytes) -> _Prepared | UploadOutcome:
-        """Validate by decoding and write the object (unless stored already); no row yet."""
+    def _prepare(self, dataset_id: str, name: str, label: str, data: bytes, budget: _Budget) -> _Prepared | UploadOutcome | None:
+        """Validate by decoding and write the object (unless stored already); no row yet.
+
+        None when a new image would pass a limit (`budget.exceeded` says which): its object is not written.
+        """
+        if len(data) > self.limits.max_image_bytes:
+            return UploadOutcome(name, "rejected", reason=self.limits.image_too_big(len(data)))
         try:
             info = images.inspect_image(data, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels)
         except images.InvalidImage as exc:
             return UploadOutcome(name, "rejected", reason=exc.reason)
         image_id = hashlib.sha256(data).hexdigest()
         if self.store.get_image(dataset_id, image_id) is None:
+            if not budget.take(image_id, len(data)):
+                return None
             self.objects.put_bytes(image_key(dataset_id, image_id), data, content_type=_CONTENT_TYPES[info.format])
         return _Prepared(image_id, ImageRow(image_id, name, label, info.format, info.width, info.height, len(data), 0.0))
 
-    def _commit(self, dataset_id: str, prepared: list[_Prepared | UploadOutcome]) -> list[UploadOutcome]:
-        """Insert the rows of the stored files in one transaction; the rest are duplicates."""
+    def _commit(self, tenant: str, dataset: DatasetRow, prepared: list[_Prepared | UploadOutcome | None],
+                budget: _Budget) -> list[UploadOutcome]:
+        """Insert the rows of the stored files in one transaction, within the limits; the rest are duplicates."""
+        if budget.exceeded:
+            raise budget.exceeded
         rows = [p.row for p in prepared if isinstance(p, _Prepared)]
-        inserted = iter(self.store.insert_images(dataset_id, rows, self.clock()))
+        inserted = iter(self.store.insert_images(
+            dataset.id, rows, self.clock(), lambda usage: self.limits.check(tenant, dataset, usage)))
         outcomes = []
         for p in prepared:
             if isinstance(p, UploadOutcome):
                 outcomes.append(p)
-            else:
+            elif isinstance(p, _Prepared):
                 outcomes.append(UploadOutcome(p.row.file_name, "stored" if next(inserted) else "duplicate", p.image_id))
         return outcomes
 
-    def list_images(self, dataset_id: str, label: str, unlabeled_only: bool, page_size: int, page_token: str):
-        dataset = self.get_dataset(dataset_id)
+    def list_images(self, tenant: str, dataset_id: str, label: str, unlabeled_only: bool, page_size: int, page_token: str):
+        dataset = self.get_dataset(tenant, dataset_id)
         if label and unlabeled_only:
             raise InvalidArgument.field("label", "must be empty when unlabeled_only is set")
         offset, limit = paging.page(page_size, page_token)
         rows = self.store.list_images(dataset.id, label or None, unlabeled_only, offset, limit)
         return rows, paging.next_token(offset, limit, len(rows))
 
-    def import_manifest(self, dataset_id: str, manifest_key: str = "", content: bytes = b"") -> list[UploadOutcome]:
+    def import_manifest(self, tenant: str, dataset_id: str, manifest_key: str = "", content: bytes = b"") -> list[UploadOutcome]:
         """Ingest the images an ExeML manifest lists from this deployment's bucket.
 
-        The manifest is an object (`manifest_key`) or sent inline (`content`).
+        The manifest is an object (`manifest_key`) or sent inline (`content`). A tenant
+        reads only its own objects: the manifest key and every source must lie under
+        `imports/<tenant>/` or under `datasets/<id>/` of one of the tenant's live
+        datasets (`importable`). Limits apply as for an upload.
         """
-        dataset = self.get_dataset(dataset_id)
+        dataset = self.get_dataset(tenant, dataset_id)
         if bool(manifest_key) == bool(content):
             raise InvalidArgument.field("manifest_key", "give either manifest_key or manifest_content")
         if len(content) > MAX_INLINE_MANIFEST:
             raise InvalidArgument.field("manifest_content", f"is {len(content)} bytes; at most {MAX_INLINE_MANIFEST} inline")
+        owned: dict[str, bool] = {}
+        if manifest_key and not self.importable(tenant, manifest_key, owned):
+            raise InvalidArgument.field("manifest_key", _not_importable(tenant, manifest_key))
         entries = manifest.parse_manifest(content or self.objects.get_bytes(manifest_key))
-        outcomes: list[_Prepared | UploadOutcome] = []
+        budget = _Budget(self.limits, tenant, dataset, self.store.usage(dataset.id))
+        outcomes: list[_Prepared | UploadOutcome | None] = []
         for entry in entries:
+            if budget.exceeded:
+                raise budget.exceeded
             source = f"s3://{entry.bucket}/{entry.object_key}"
             if entry.bucket != self.objects.bucket:
                 outcomes.append(UploadOutcome(source, "rejected", reason=f"source is not in bucket {self.objects.bucket!r}"))
                 continue
+            if not self.importable(tenant, entry.object_key, owned):
+                outcomes.append(UploadOutcome(source, "rejected", reason=_not_importable(tenant, entry.object_key)))
+                continue
             try:
                 label = rules.validate_label(entry.label) if entry.label else ""
+                size = self.objects.size(entry.object_key)
+                if size > self.limits.max_image_bytes:  # refused before it is read
+                    outcomes.append(UploadOutcome(source, "rejected", reason=self.limits.image_too_big(size)))
+                    continue
                 data = self.objects.get_bytes(entry.object_key)
             except (InvalidArgument, NotFound) as exc:
                 outcomes.append(UploadOutcome(source, "rejected", reason=exc.message))
                 continue
-            outcomes.append(self._prepare(dataset.id, source, label, data))
-        return self._commit(dataset.id, outcomes)
+            outcomes.append(self._prepare(dataset.id, source, label, data, budget))
+        return self._commit(tenant, dataset, outcomes, budget)
+
+    def importable(self, tenant: str, key: str, owned: dict[str, bool] | None = None) -> bool:
+        """Whether `tenant` may import the object at `key`.
+
+        Only the tenant's own objects: under `imports/<tenant>/` (the staging prefix an
+        operator grants the tenant's own S3 user) or under `datasets/<id>/` of one of the
+        tenant's live datasets. A key with an empty, `.` or `..` segment is refused
+        whatever its prefix, so no server-side path normalisation can lead elsewhere.
+        The answer depends on the key and the tenant's own datasets only, never on what
+        another tenant has. `owned` caches dataset ids already looked up.
+        """
+        segments = key.split("/")
+        if any(s in ("", ".", "..") for s in segments) or "\\" in key:
+            return False
+        if len(segments) > 2 and f"{segments[0]}/" == IMPORTS_PREFIX and segments[1] == tenant:
+            return True
+        if len(segments) > 2 and segments[0] == "datasets":
+            cache = {} if owned is None else owned
+            if segments[1] not in cache:
+                row = self.store.find_dataset(tenant, segments[1])
+                cache[segments[1]] = row is not None and row.id == segments[1]  # by id, never by display name
+            return cache[segments[1]]
+        return False
 
     # labels ----------------------------------------------------------------------
-    def set_labels(self, dataset_id: str, assignments: list[tuple[str, str]]) -> int:
+    def set_labels(self, tenant: str, dataset_id: str, assignments: list[tuple[str, str]]) -> int:
         """Apply every (image_id, label) change or none; an empty label removes it."""
-        dataset = self.get_dataset(dataset_id)
+        dataset = self.get_dataset(tenant, dataset_id)
         if len(assignments) > MAX_LABEL_ASSIGNMENTS:
             raise InvalidArgument.field("assignments", f"{len(assignments)} changes; at most {MAX_LABEL_ASSIGNMENTS} per call")
         checked = []
@@ -291,8 +418,8 @@ class DatasetService:
             raise NotFound(f"dataset {dataset.display_name!r} has no image {shown}")
         return self.store.set_labels(dataset.id, checked, self.clock())
 
-    def rename_class(self, dataset_id: str, label: str, new_label: str) -> int:
-        dataset = self.get_dataset(dataset_id)
+    def rename_class(self, tenant: str, dataset_id: str, label: str, new_label: str) -> int:
+        dataset = self.get_dataset(tenant, dataset_id)
         if not label:
             raise InvalidArgument.field("label", "is required")
         try:
@@ -305,15 +432,15 @@ class DatasetService:
         return changed
 
     # deletion --------------------------------------------------------------------
-    def delete_dataset(self, dataset_id: str) -> None:
+    def delete_dataset(self, tenant: str, dataset_id: str) -> None:
         """Hide the dataset at once; purge its rows and objects after the retention period.
 
         Jobs that already use one of its versions read immutable objects that stay
         until the purge, and the retention outlasts the longest job (6000 minutes).
         """
-        dataset = self.get_dataset(dataset_id)
+        dataset = self.get_dataset(tenant, dataset_id)
         self.store.mark_deleted(dataset.id, self.clock())
-        log.info("dataset.deleted", dataset_id=dataset.id)
+        log.info("dataset.deleted", dataset_id=dataset.id, tenant=tenant)
 
     def purge_deleted(self, retention_seconds: float) -> list[str]:
         """Remove datasets deleted more than `retention_seconds` ago: objects first, then rows."""
@@ -327,19 +454,19 @@ class DatasetService:
         return purged
 
     # S1 --------------------------------------------------------------------------
-    def check_trainability(self, dataset_id: str) -> TrainabilityReport:
-        dataset = self.get_dataset(dataset_id)
+    def check_trainability(self, tenant: str, dataset_id: str) -> TrainabilityReport:
+        dataset = self.get_dataset(tenant, dataset_id)
         counts, unlabeled = self.store.class_counts(dataset.id)
         return TrainabilityReport(rules.check_trainability(counts), counts, unlabeled)
 
     # versions --------------------------------------------------------------------
-    def publish(self, dataset_id: str, version_name: str = "", train_ratio: str = "", seed: int = 0) -> VersionView:
+    def publish(self, tenant: str, dataset_id: str, version_name: str = "", train_ratio: str = "", seed: int = 0) -> VersionView:
         """Publish the labeled images as an immutable version (S2, S3).
 
         Every input is checked before anything is written. The version exists once
         its row commits; manifest and metadata are written before that.
         """
-        dataset = self.get_dataset(dataset_id)
+        dataset = self.get_dataset(tenant, dataset_id)
         ratio_text = train_ratio or rules.DEFAULT_TRAIN_RATIO
         ratio = rules.parse_train_ratio(ratio_text)
         if version_name:
@@ -386,8 +513,8 @@ class DatasetService:
         log.info("version.published", dataset_id=dataset.id, version=name, samples=len(samples), ratio=ratio_text)
         return self._view(row)
 
-    def get_version(self, dataset_id: str, name: str) -> VersionView:
-        dataset = self.get_dataset(dataset_id)
+    def get_version(self, tenant: str, dataset_id: str, name: str) -> VersionView:
+        dataset = self.get_dataset(tenant, dataset_id)
         if not name:
             raise InvalidArgument.field("version_name", "is required")
         row = self.store.get_version(dataset.id, name)
@@ -395,20 +522,20 @@ class DatasetService:
             raise NotFound(f"dataset {dataset.display_name!r} has no version {name!r}")
         return self._view(row)
 
-    def list_versions(self, dataset_id: str, page_size: int, page_token: str) -> tuple[list[VersionView], str]:
-        dataset = self.get_dataset(dataset_id)
+    def list_versions(self, tenant: str, dataset_id: str, page_size: int, page_token: str) -> tuple[list[VersionView], str]:
+        dataset = self.get_dataset(tenant, dataset_id)
         offset, limit = paging.page(page_size, page_token)
         rows = self.store.list_versions(dataset.id, offset, limit)
         return [self._view(r) for r in rows], paging.next_token(offset, limit, len(rows))
 
-    def export_manifest(self, dataset_id: str, name: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    def export_manifest(self, tenant: str, dataset_id: str, name: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
         """The version's manifest bytes, in chunks."""
-        data = self.objects.get_bytes(self.get_version(dataset_id, name).row.manifest_key)
+        data = self.objects.get_bytes(self.get_version(tenant, dataset_id, name).row.manifest_key)
         for start in range(0, len(data), chunk_bytes):
             yield data[start:start + chunk_bytes]
 
-    def diff_versions(self, dataset_id: str, base: str, target: str) -> VersionDiff:
-        dataset = self.get_dataset(dataset_id)
+    def diff_versions(self, tenant: str, dataset_id: str, base: str, target: str) -> VersionDiff:
+        dataset = self.get_dataset(tenant, dataset_id)
         rows = {}
         for field_name, name in (("base_version", base), ("target_version", target)):
             if not name:

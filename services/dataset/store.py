@@ -4,23 +4,33 @@ Object bytes live in the object store; a row here is the commit point that
 makes an image or a version exist. Objects are written first, rows second, so a
 process killed in between leaves at most an unreferenced object, never a row
 pointing at nothing.
+
+Every dataset belongs to a tenant, and so does everything of it (images,
+versions, labels). Lookups of a dataset take the tenant; the other methods take
+a dataset id that such a lookup returned.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from trainyard.db import Database
 
+SCHEMA_VERSION = 2
+DEFAULT_TENANT = "default"  # owner of the datasets created before tenants existed (schema 1)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
     id            TEXT PRIMARY KEY,
-    display_name  TEXT NOT NULL UNIQUE,
+    tenant        TEXT NOT NULL,
+    display_name  TEXT NOT NULL,
     description   TEXT NOT NULL DEFAULT '',
     create_time   REAL NOT NULL,
-    deleted_time  REAL
+    deleted_time  REAL,
+    UNIQUE (tenant, display_name)
 );
 CREATE TABLE IF NOT EXISTS images (
     dataset_id  TEXT NOT NULL REFERENCES datasets(id),
@@ -60,10 +70,33 @@ CREATE TABLE IF NOT EXISTS version_samples (
 );
 """
 
+# Upgrades of a database written by an earlier release: MIGRATIONS[n] takes schema n to n + 1.
+MIGRATIONS = {
+    # 1 → 2: datasets gain a tenant; display names are unique per tenant. SQLite cannot drop the
+    # old UNIQUE(display_name), so the table is rebuilt (ALTER TABLE docs, "other kinds of table
+    # schema changes"); every existing dataset goes to the tenant "default".
+    1: f"""
+CREATE TABLE datasets_v2 (
+    id            TEXT PRIMARY KEY,
+    tenant        TEXT NOT NULL,
+    display_name  TEXT NOT NULL,
+    description   TEXT NOT NULL DEFAULT '',
+    create_time   REAL NOT NULL,
+    deleted_time  REAL,
+    UNIQUE (tenant, display_name)
+);
+INSERT INTO datasets_v2 (id, tenant, display_name, description, create_time, deleted_time)
+    SELECT id, '{DEFAULT_TENANT}', display_name, description, create_time, deleted_time FROM datasets;
+DROP TABLE datasets;
+ALTER TABLE datasets_v2 RENAME TO datasets;
+""",
+}
+
 
 @dataclass(frozen=True)
 class DatasetRow:
     id: str
+    tenant: str
     display_name: str
     description: str
     create_time: float
@@ -98,18 +131,26 @@ class VersionRow:
     parent_version: str
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What a dataset and its tenant hold, as the limits count it."""
+
+    dataset_images: int  # images of the dataset
+    tenant_bytes: int  # image bytes of all the tenant's live datasets
+
+
 class DatasetStore:
     def __init__(self, path: Path) -> None:
-        self.db = Database(path, SCHEMA)
+        self.db = Database(path, SCHEMA, SCHEMA_VERSION, MIGRATIONS)
 
     # datasets --------------------------------------------------------------------
-    def insert_dataset(self, dataset_id: str, display_name: str, description: str, now: float) -> bool:
-        """False when the display name is taken."""
+    def insert_dataset(self, tenant: str, dataset_id: str, display_name: str, description: str, now: float) -> bool:
+        """False when the tenant has a dataset of that display name."""
         try:
             with self.db.transaction() as tx:
                 tx.execute(
-                    "INSERT INTO datasets (id, display_name, description, create_time) VALUES (?, ?, ?, ?)",
-                    (dataset_id, display_name, description, now),
+                    "INSERT INTO datasets (id, tenant, display_name, description, create_time) VALUES (?, ?, ?, ?, ?)",
+                    (dataset_id, tenant, display_name, description, now),
                 )
         except sqlite3.IntegrityError:
             return False
@@ -124,16 +165,25 @@ class DatasetStore:
     """
     _LIVE = " WHERE d.deleted_time IS NULL"
 
-    def find_dataset(self, id_or_name: str) -> DatasetRow | None:
+    def find_dataset(self, tenant: str, id_or_name: str) -> DatasetRow | None:
+        """The tenant's live dataset of that id or display name; another tenant's is None, as a missing one."""
         row = self.db.query_one(
-            self._DATASET_SELECT + self._LIVE + " AND (d.id = ? OR d.display_name = ?) ORDER BY d.id = ? DESC LIMIT 1",
-            (id_or_name, id_or_name, id_or_name),
+            self._DATASET_SELECT + self._LIVE
+            + " AND d.tenant = ? AND (d.id = ? OR d.display_name = ?) ORDER BY d.id = ? DESC LIMIT 1",
+            (tenant, id_or_name, id_or_name, id_or_name),
         )
         return _dataset(row) if row else None
 
-    def list_datasets(self, offset: int, limit: int) -> list[DatasetRow]:
-        rows = self.db.query(self._DATASET_SELECT + self._LIVE + " ORDER BY d.create_time, d.id LIMIT ? OFFSET ?", (limit, offset))
+    def list_datasets(self, tenant: str, offset: int, limit: int) -> list[DatasetRow]:
+        rows = self.db.query(
+            self._DATASET_SELECT + self._LIVE + " AND d.tenant = ? ORDER BY d.create_time, d.id LIMIT ? OFFSET ?",
+            (tenant, limit, offset),
+        )
         return [_dataset(r) for r in rows]
+
+    def usage(self, dataset_id: str) -> Usage:
+        row = self.db.query_one(_USAGE, (dataset_id, dataset_id))
+        return Usage(row["dataset_images"], row["tenant_bytes"])
 
     def mark_deleted(self, dataset_id: str, now: float) -> None:
         """Hide the dataset and free its name; its rows and objects stay until purged."""
@@ -158,10 +208,14 @@ class DatasetStore:
         row = self.db.query_one("SELECT * FROM images WHERE dataset_id = ? AND image_id = ?", (dataset_id, image_id))
         return _image(row) if row else None
 
-    def insert_images(self, dataset_id: str, images: list[ImageRow], now: float) -> list[bool]:
+    def insert_images(self, dataset_id: str, images: list[ImageRow], now: float,
+                      within_limits: Callable[[Usage], None] = lambda usage: None) -> list[bool]:
         """Insert new images in one transaction; False for each whose bytes are stored already.
 
-        An image already stored gets the label it was uploaded with, if any.
+        An image already stored gets the label it was uploaded with, if any. When any
+        image is new, `within_limits` sees the usage as it would be after the commit,
+        inside the transaction (so concurrent inserts cannot both pass); if it raises,
+        nothing is inserted.
         """
         inserted = []
         with self.db.transaction() as tx:
@@ -178,6 +232,9 @@ class DatasetStore:
                         "UPDATE images SET label = ?, label_time = ? WHERE dataset_id = ? AND image_id = ? AND label != ?",
                         (image.label, now, dataset_id, image.image_id, image.label),
                     )
+            if any(inserted):
+                row = tx.execute(_USAGE, (dataset_id, dataset_id)).fetchone()
+                within_limits(Usage(row["dataset_images"], row["tenant_bytes"]))
         return inserted
 
     def set_labels(self, dataset_id: str, assignments: list[tuple[str, str]], now: float) -> int:
@@ -281,10 +338,18 @@ class DatasetStore:
         return [(r["image_id"], r["label"], r["usage"]) for r in rows]
 
 
+_USAGE = """
+    SELECT
+      (SELECT COUNT(*) FROM images WHERE dataset_id = ?) AS dataset_images,
+      (SELECT COALESCE(SUM(i.size_bytes), 0) FROM images i JOIN datasets d ON d.id = i.dataset_id
+        WHERE d.deleted_time IS NULL AND d.tenant = (SELECT tenant FROM datasets WHERE id = ?)) AS tenant_bytes
+"""
+
+
 def _dataset(row: sqlite3.Row) -> DatasetRow:
     """The API view of a dataset row (deleted_time is internal)."""
     return DatasetRow(
-        id=row["id"], display_name=row["display_name"], description=row["description"],
+        id=row["id"], tenant=row["tenant"], display_name=row["display_name"], description=row["description"],
         create_time=row["create_time"], image_count=row["image_count"],
         labeled_image_count=row["labeled_image_count"], version_count=row["version_count"],
     )

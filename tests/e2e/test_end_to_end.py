@@ -64,7 +64,7 @@ def test_cli_import_train_and_show(stack, tmp_path):
     folder = tmp_path / "digits"
     write_digits(folder, per_class=8)
     env = {**os.environ, "TRAINYARD_DATASET_ADDRESS": stack.address("dataset"),
-           "TRAINYARD_SCHEDULER_ADDRESS": stack.address("scheduler"), "COLUMNS": "160"}
+           "TRAINYARD_SCHEDULER_ADDRESS": stack.address("scheduler"), "TRAINYARD_API_KEY": stack.api_key, "COLUMNS": "160"}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "trainyard.cli.main", *args], env=env,
@@ -100,7 +100,7 @@ def test_cli_dataset_commands(stack, tmp_path):
     import zipfile
 
     env = {**os.environ, "TRAINYARD_DATASET_ADDRESS": stack.address("dataset"),
-           "TRAINYARD_SCHEDULER_ADDRESS": stack.address("scheduler"), "COLUMNS": "200"}
+           "TRAINYARD_SCHEDULER_ADDRESS": stack.address("scheduler"), "TRAINYARD_API_KEY": stack.api_key, "COLUMNS": "200"}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         result = subprocess.run([sys.executable, "-m", "trainyard.cli.main", *args], env=env,
@@ -139,7 +139,7 @@ def test_cli_dataset_commands(stack, tmp_path):
 def test_sdk_quickstart_example_runs(stack, tmp_path):
     write_digits(tmp_path / "digits", per_class=6)
     env = {**os.environ, "TRAINYARD_DATASET_ADDRESS": stack.address("dataset"),
-           "TRAINYARD_SCHEDULER_ADDRESS": stack.address("scheduler")}
+           "TRAINYARD_SCHEDULER_ADDRESS": stack.address("scheduler"), "TRAINYARD_API_KEY": stack.api_key}
     result = subprocess.run([sys.executable, "-m", "trainyard.sdk.examples.quickstart", str(tmp_path / "digits"),
                              "--dataset", "quickstart", "--max-epochs", "1"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

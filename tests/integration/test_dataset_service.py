@@ -318,13 +318,13 @@ def test_import_manifest_from_the_bucket(stub, objects):
     ds = new_dataset(stub)
     lines = []
     for i, (_, label, data) in enumerate(digit_files(per_class=1)):
-        key = f"incoming/{ds.id}/{i}.png"
+        key = f"imports/alpha/{ds.id}/{i}.png"
         objects.put_bytes(key, data)
         lines.append(json.dumps({"source": f"s3://{objects.bucket}/{key}", "annotation": [
             {"name": label, "type": "modelarts/image_classification"}]}))
     lines.append(json.dumps({"source": "s3://elsewhere/x.png", "annotation": []}))
-    objects.put_bytes(f"incoming/{ds.id}/manifest.jsonl", "\n".join(lines).encode())
-    response = stub.ImportManifest(api.ImportManifestRequest(dataset_id=ds.id, manifest_key=f"incoming/{ds.id}/manifest.jsonl"))
+    objects.put_bytes(f"imports/alpha/{ds.id}/manifest.jsonl", "\n".join(lines).encode())
+    response = stub.ImportManifest(api.ImportManifestRequest(dataset_id=ds.id, manifest_key=f"imports/alpha/{ds.id}/manifest.jsonl"))
     assert (response.stored_count, response.rejected_count) == (10, 1)
     inline = stub.ImportManifest(api.ImportManifestRequest(dataset_id=ds.id, manifest_content="\n".join(lines).encode()))
     assert (inline.duplicate_count, inline.rejected_count) == (10, 1)

@@ -107,7 +107,7 @@ def addresses(tmp_path_factory, s3_config, security):
         "TRAINYARD_SCHEDULER_LISTEN": "127.0.0.1:0", "TRAINYARD_DATA_DIR": str(data),
         "TRAINYARD_DATASET_ADDRESS": f"127.0.0.1:{dataset.port}", **security.env}))
     trainer, _ = build_trainer(TrainerConfig.from_env({"TRAINYARD_TRAINER_LISTEN": "127.0.0.1:0", **s3_config.to_env(), **security.env}))
-    created = dataset_service.create_dataset("fuzzed")
+    created = dataset_service.create_dataset("alpha", "fuzzed")
     KNOWN_IDS.extend([created.id, created.display_name])
     yield {"dataset": f"127.0.0.1:{dataset.port}", "scheduler": f"127.0.0.1:{scheduler.port}", "trainer": f"127.0.0.1:{trainer.port}"}
     scheduler_service.stop()

@@ -121,7 +121,8 @@ def test_metrics_follow_rpcs_jobs_and_trainers(stack, security):
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # the free flavor's terms not accepted
     waiting = scheduler.CreateTrainingJob(
         sc.CreateTrainingJobRequest(dataset_id=dataset.id, flavor_id="compute-gpu-1", max_epochs=1)).training_job
-    scheduler.RegisterTrainer(sc.RegisterTrainerRequest(
+    as_a_trainer = sc_grpc.SchedulerServiceStub(security.channel(f"127.0.0.1:{stack['scheduler'].port}", internal_for=""))
+    as_a_trainer.RegisterTrainer(sc.RegisterTrainerRequest(
         trainer_id="metrics-trainer", address=f"127.0.0.1:{stack['trainer'].port}", flavor_ids=["free-gpu"], slots=2,
         device="cpu"))
 

@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class DatasetServiceStub:
     """Owns datasets, images, labels and published versions.
+
+    Every RPC needs an API key (metadata `authorization: Bearer <key>`): UNAUTHENTICATED
+    without a valid one. A dataset belongs to the key's tenant; another tenant's dataset
+    answers NOT_FOUND exactly like one that does not exist, and display names are unique
+    per tenant.
     """
 
     def __init__(self, channel):
@@ -114,6 +119,11 @@ class DatasetServiceStub:
 
 class DatasetServiceServicer:
     """Owns datasets, images, labels and published versions.
+
+    Every RPC needs an API key (metadata `authorization: Bearer <key>`): UNAUTHENTICATED
+    without a valid one. A dataset belongs to the key's tenant; another tenant's dataset
+    answers NOT_FOUND exactly like one that does not exist, and display names are unique
+    per tenant.
     """
 
     def CreateDataset(self, request, context):
@@ -141,8 +151,11 @@ class DatasetServiceServicer:
         """Uploads images in chunks: a header message per file, then its bytes.
         Each file is validated by decoding and stored under its SHA-256; a bad file is
         rejected with a reason and never aborts the others.
+        A file over the bytes-per-image limit is rejected with a reason naming the limit.
         NOT_FOUND if the dataset does not exist; INVALID_ARGUMENT if the stream is malformed
-        (bytes before a header, no dataset id); UNAVAILABLE if the object store is down.
+        (bytes before a header, no dataset id); RESOURCE_EXHAUSTED if the images-per-dataset
+        or the tenant's stored-bytes limit would be exceeded (the limit named; nothing of the
+        request is recorded); UNAVAILABLE if the object store is down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -213,10 +226,12 @@ class DatasetServiceServicer:
 
     def ImportManifest(self, request, context):
         """Imports images listed in an ExeML/ModelArts manifest (JSON Lines with `source` and
-        `annotation`) whose sources are objects in this deployment's bucket. Each line is
-        validated like an upload; a bad line never aborts the others.
+        `annotation`) whose sources are objects in this deployment's bucket, under
+        `imports/<tenant>/` or one of the caller's own datasets. Each line is validated like an
+        upload; a bad line never aborts the others.
         NOT_FOUND if the dataset or the manifest object does not exist; INVALID_ARGUMENT for a
-        malformed manifest (the line named).
+        malformed manifest (the line named) or a key outside those prefixes;
+        RESOURCE_EXHAUSTED as for UploadImages.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -327,6 +342,11 @@ def add_DatasetServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class DatasetService:
     """Owns datasets, images, labels and published versions.
+
+    Every RPC needs an API key (metadata `authorization: Bearer <key>`): UNAUTHENTICATED
+    without a valid one. A dataset belongs to the key's tenant; another tenant's dataset
+    answers NOT_FOUND exactly like one that does not exist, and display names are unique
+    per tenant.
     """
 
     @staticmethod

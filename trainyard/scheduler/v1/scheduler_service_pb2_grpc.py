@@ -27,6 +27,10 @@ if _version_not_supported:
 
 class SchedulerServiceStub:
     """Owns training jobs, flavors, queues, duration limits, event logs and model versions.
+
+    Every RPC needs an API key (metadata `authorization: Bearer <key>`): UNAUTHENTICATED
+    without a valid one. Jobs, their events and model versions belong to the key's tenant;
+    another tenant's answer NOT_FOUND exactly like ones that do not exist.
     """
 
     def __init__(self, channel):
@@ -99,6 +103,10 @@ class SchedulerServiceStub:
 
 class SchedulerServiceServicer:
     """Owns training jobs, flavors, queues, duration limits, event logs and model versions.
+
+    Every RPC needs an API key (metadata `authorization: Bearer <key>`): UNAUTHENTICATED
+    without a valid one. Jobs, their events and model versions belong to the key's tenant;
+    another tenant's answer NOT_FOUND exactly like ones that do not exist.
     """
 
     def CreateTrainingJob(self, request, context):
@@ -108,7 +116,9 @@ class SchedulerServiceServicer:
         INVALID_ARGUMENT also for an unknown flavor_id (the flavors listed);
         FAILED_PRECONDITION when S1 fails (every failing rule listed) or the free flavor's terms
         were not accepted (the terms in the message); NOT_FOUND for an unknown dataset, version
-        or incremental model version; UNAVAILABLE if the dataset service is unreachable.
+        or incremental model version; RESOURCE_EXHAUSTED past the job creations per tenant per
+        minute (the limit and when to retry named; a retry with the same request_id still returns
+        its job); UNAVAILABLE if the dataset service is unreachable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -186,7 +196,8 @@ class SchedulerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUsage(self, request, context):
-        """Sums billed seconds and cost of the jobs that ended in a period, per tenant and flavor.
+        """Sums billed seconds and cost of the jobs that ended in a period, per tenant and flavor:
+        the caller's tenant only, every tenant for an admin key.
         INVALID_ARGUMENT if end_time is not after start_time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -194,7 +205,8 @@ class SchedulerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterTrainer(self, request, context):
-        """Registers a trainer, or refreshes its registration (a heartbeat).
+        """Registers a trainer, or refreshes its registration (a heartbeat). Called by trainers with
+        the internal credential: PERMISSION_DENIED for a tenant's API key.
         INVALID_ARGUMENT for a missing address or an unknown flavor.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -274,6 +286,10 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class SchedulerService:
     """Owns training jobs, flavors, queues, duration limits, event logs and model versions.
+
+    Every RPC needs an API key (metadata `authorization: Bearer <key>`): UNAUTHENTICATED
+    without a valid one. Jobs, their events and model versions belong to the key's tenant;
+    another tenant's answer NOT_FOUND exactly like ones that do not exist.
     """
 
     @staticmethod

@@ -27,6 +27,9 @@ if _version_not_supported:
 
 class TrainerServiceStub:
     """Runs training jobs on this host's devices and serves predictions.
+
+    Called by the scheduler only, with the internal credential: UNAUTHENTICATED without a
+    valid credential, PERMISSION_DENIED for a tenant's API key.
     """
 
     def __init__(self, channel):
@@ -59,6 +62,9 @@ class TrainerServiceStub:
 
 class TrainerServiceServicer:
     """Runs training jobs on this host's devices and serves predictions.
+
+    Called by the scheduler only, with the internal credential: UNAUTHENTICATED without a
+    valid credential, PERMISSION_DENIED for a tenant's API key.
     """
 
     def RunTraining(self, request, context):
@@ -129,6 +135,9 @@ def add_TrainerServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TrainerService:
     """Runs training jobs on this host's devices and serves predictions.
+
+    Called by the scheduler only, with the internal credential: UNAUTHENTICATED without a
+    valid credential, PERMISSION_DENIED for a tenant's API key.
     """
 
     @staticmethod
