@@ -263,9 +263,13 @@ class ObjectStore:
 
     def list_keys(self, prefix: str = "") -> list[str]:
         """Every key under ``prefix`` (recursive, sorted); "directories" are not keys."""
+        return [key for key, _ in self.list_modified(prefix)]
+
+    def list_modified(self, prefix: str = "") -> list[tuple[str, float]]:
+        """(key, last-modified epoch seconds) of every key under ``prefix``, sorted by key."""
         with self._errors(prefix or "/"):
             return sorted(
-                obj.object_name
+                (obj.object_name, obj.last_modified.timestamp() if obj.last_modified else 0.0)
                 for obj in self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
                 if obj.object_name and not obj.is_dir
             )

@@ -64,11 +64,15 @@ def build(config: DatasetConfig) -> tuple[RunningServer, DatasetService]:
     return running, service
 
 
+ORPHAN_GRACE_SECONDS = 6 * 3600  # longer than an upload stream takes, even during a rolling restart
+
+
 def purge_forever(service: DatasetService, retention_hours: float, stop: threading.Event) -> None:
-    """Purge deleted datasets once their retention has passed; checks hourly."""
+    """Hourly: purge deleted datasets once their retention has passed, and remove orphaned image objects."""
     while not stop.is_set():
         try:
             service.purge_deleted(retention_hours * 3600)
+            service.sweep_orphans(ORPHAN_GRACE_SECONDS)
         except Exception:  # the object store may be down; try again next hour
             logs.get_logger(__name__).exception("dataset.purge_failed")
         stop.wait(3600)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -183,6 +184,49 @@ def _not_importable(tenant: str, key: str) -> str:
             f"{IMPORTS_PREFIX}{tenant}/ or datasets/<id>/ of one of its own datasets")
 
 
+class _Writers:
+    """Datasets whose uploads or imports are writing image objects before their rows commit.
+
+    The orphan sweep leaves such a dataset alone, and a new writer waits while its
+    dataset is being swept, so the sweep never deletes an object a commit is about
+    to reference.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._active: Counter[str] = Counter()
+        self._sweeping: set[str] = set()
+
+    @contextmanager
+    def writing(self, dataset_id: str) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: dataset_id not in self._sweeping)
+            self._active[dataset_id] += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._active[dataset_id] -= 1
+                if not self._active[dataset_id]:
+                    del self._active[dataset_id]
+                self._changed.notify_all()
+
+    @contextmanager
+    def sweeping(self, dataset_id: str) -> Iterator[bool]:
+        """Yields False (and holds nothing) when the dataset has writers right now."""
+        with self._changed:
+            if self._active[dataset_id]:
+                yield False
+                return
+            self._sweeping.add(dataset_id)
+        try:
+            yield True
+        finally:
+            with self._changed:
+                self._sweeping.discard(dataset_id)
+                self._changed.notify_all()
+
+
 class DatasetService:
     def __init__(
         self,
@@ -196,6 +240,7 @@ class DatasetService:
         self.limits = limits
         self.clock = clock
         self._publish_lock = threading.Lock()
+        self._writers = _Writers()
 
     # datasets --------------------------------------------------------------------
     def create_dataset(self, tenant: str, display_name: str, description: str = "") -> DatasetRow:
@@ -248,6 +293,11 @@ class DatasetService:
         count once, so retrying an upload that was recorded stays safe).
         """
         dataset = self.get_dataset(tenant, dataset_id)
+        with self._writers.writing(dataset.id):
+            return self._upload(tenant, dataset, parts, still_wanted)
+
+    def _upload(self, tenant: str, dataset: DatasetRow, parts: Iterable[FileHeader | bytes],
+                still_wanted: Callable[[], bool]) -> list[UploadOutcome]:
         budget = _Budget(self.limits, tenant, dataset, self.store.usage(dataset.id))
         in_flight = threading.BoundedSemaphore(UPLOAD_WORKERS * 2)  # bounds the bytes held in memory
         pending: list[Future[_Prepared | UploadOutcome | None]] = []
@@ -351,30 +401,31 @@ class DatasetService:
         if manifest_key and not self.importable(tenant, manifest_key, owned):
             raise InvalidArgument.field("manifest_key", _not_importable(tenant, manifest_key))
         entries = manifest.parse_manifest(content or self.objects.get_bytes(manifest_key))
-        budget = _Budget(self.limits, tenant, dataset, self.store.usage(dataset.id))
-        outcomes: list[_Prepared | UploadOutcome | None] = []
-        for entry in entries:
-            if budget.exceeded:
-                raise budget.exceeded
-            source = f"s3://{entry.bucket}/{entry.object_key}"
-            if entry.bucket != self.objects.bucket:
-                outcomes.append(UploadOutcome(source, "rejected", reason=f"source is not in bucket {self.objects.bucket!r}"))
-                continue
-            if not self.importable(tenant, entry.object_key, owned):
-                outcomes.append(UploadOutcome(source, "rejected", reason=_not_importable(tenant, entry.object_key)))
-                continue
-            try:
-                label = rules.validate_label(entry.label) if entry.label else ""
-                size = self.objects.size(entry.object_key)
-                if size > self.limits.max_image_bytes:  # refused before it is read
-                    outcomes.append(UploadOutcome(source, "rejected", reason=self.limits.image_too_big(size)))
+        with self._writers.writing(dataset.id):  # image objects are written before their rows
+            budget = _Budget(self.limits, tenant, dataset, self.store.usage(dataset.id))
+            outcomes: list[_Prepared | UploadOutcome | None] = []
+            for entry in entries:
+                if budget.exceeded:
+                    raise budget.exceeded
+                source = f"s3://{entry.bucket}/{entry.object_key}"
+                if entry.bucket != self.objects.bucket:
+                    outcomes.append(UploadOutcome(source, "rejected", reason=f"source is not in bucket {self.objects.bucket!r}"))
                     continue
-                data = self.objects.get_bytes(entry.object_key)
-            except (InvalidArgument, NotFound) as exc:
-                outcomes.append(UploadOutcome(source, "rejected", reason=exc.message))
-                continue
-            outcomes.append(self._prepare(dataset.id, source, label, data, budget))
-        return self._commit(tenant, dataset, outcomes, budget)
+                if not self.importable(tenant, entry.object_key, owned):
+                    outcomes.append(UploadOutcome(source, "rejected", reason=_not_importable(tenant, entry.object_key)))
+                    continue
+                try:
+                    label = rules.validate_label(entry.label) if entry.label else ""
+                    size = self.objects.size(entry.object_key)
+                    if size > self.limits.max_image_bytes:  # refused before it is read
+                        outcomes.append(UploadOutcome(source, "rejected", reason=self.limits.image_too_big(size)))
+                        continue
+                    data = self.objects.get_bytes(entry.object_key)
+                except (InvalidArgument, NotFound) as exc:
+                    outcomes.append(UploadOutcome(source, "rejected", reason=exc.message))
+                    continue
+                outcomes.append(self._prepare(dataset.id, source, label, data, budget))
+            return self._commit(tenant, dataset, outcomes, budget)
 
     def importable(self, tenant: str, key: str, owned: dict[str, bool] | None = None) -> bool:
         """Whether `tenant` may import the object at `key`.
@@ -441,6 +492,30 @@ class DatasetService:
         dataset = self.get_dataset(tenant, dataset_id)
         self.store.mark_deleted(dataset.id, self.clock())
         log.info("dataset.deleted", dataset_id=dataset.id, tenant=tenant)
+
+    def sweep_orphans(self, grace_seconds: float) -> int:
+        """Delete image objects that no image row references, older than `grace_seconds`.
+
+        Uploads write objects before their rows commit; one cut off, refused over a
+        limit, or killed leaves objects nobody sees. They are invisible (every read
+        goes through the rows) but take space: this removes them. Datasets with an
+        upload in progress are skipped; the grace period protects objects of uploads
+        in another process during a rolling restart.
+        """
+        removed = 0
+        cutoff = self.clock() - grace_seconds
+        for dataset_id in self.store.live_dataset_ids():
+            with self._writers.sweeping(dataset_id) as free:
+                if not free:
+                    continue
+                known = self.store.image_ids(dataset_id)
+                for key, modified in self.objects.list_modified(f"datasets/{dataset_id}/images/"):
+                    if key.rsplit("/", 1)[-1] not in known and modified < cutoff:
+                        self.objects.delete(key)
+                        removed += 1
+        if removed:
+            log.info("dataset.orphans_removed", objects=removed)
+        return removed
 
     def purge_deleted(self, retention_seconds: float) -> list[str]:
         """Remove datasets deleted more than `retention_seconds` ago: objects first, then rows."""

@@ -193,6 +193,13 @@ class DatasetStore:
                 (now, dataset_id),
             )
 
+    def live_dataset_ids(self) -> list[str]:
+        """Every tenant's datasets that are not deleted."""
+        return [r["id"] for r in self.db.query("SELECT id FROM datasets WHERE deleted_time IS NULL ORDER BY id")]
+
+    def image_ids(self, dataset_id: str) -> set[str]:
+        return {r["image_id"] for r in self.db.query("SELECT image_id FROM images WHERE dataset_id = ?", (dataset_id,))}
+
     def deleted_before(self, cutoff: float) -> list[str]:
         rows = self.db.query("SELECT id FROM datasets WHERE deleted_time IS NOT NULL AND deleted_time < ?", (cutoff,))
         return [r["id"] for r in rows]

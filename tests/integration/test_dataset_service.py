@@ -348,3 +348,19 @@ def test_delete_frees_the_name_and_keeps_objects_until_purged(stub, server, obje
     assert server.service.purge_deleted(retention_seconds=3600) == []  # within the retention
     assert ds.id in server.service.purge_deleted(retention_seconds=0)
     assert objects.list_keys(f"datasets/{ds.id}/") == []
+
+
+def test_orphaned_image_objects_are_swept_and_nothing_referenced_is(stub, server, objects):
+    """Objects an upload wrote before it was cut off (no row) go; stored images and busy datasets stay."""
+    ds = new_dataset(stub)
+    upload(stub, ds.id, [("kept.png", "x", png((1, 2, 3)))])
+    kept = objects.list_keys(f"datasets/{ds.id}/images/")
+    orphan = f"datasets/{ds.id}/images/ab/ab{'0' * 62}"
+    objects.put_bytes(orphan, png((9, 9, 9)))
+    assert server.service.sweep_orphans(grace_seconds=3600) == 0  # too young: an upload may still commit it
+    with server.service._writers.writing(ds.id):  # an upload in progress on the dataset
+        assert server.service.sweep_orphans(grace_seconds=0) == 0
+    assert server.service.sweep_orphans(grace_seconds=0) >= 1
+    assert objects.list_keys(f"datasets/{ds.id}/images/") == kept
+    listed = stub.ListImages(api.ListImagesRequest(dataset_id=ds.id)).images
+    assert [i.file_name for i in listed] == ["kept.png"]
