@@ -25,8 +25,8 @@ from trainyard.artifacts import ARTIFACTS
 from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from trainyard.objectstore import ObjectStore
 from trainyard.services.dataset.manifest import parse_manifest
+from trainyard.services.trainer import distributed, export, training
 from trainyard.services.trainer import evaluation as evaluation_mod
-from trainyard.services.trainer import export, training
 
 log = structlog.get_logger(__name__)
 
@@ -74,10 +74,13 @@ class JobRun:
 
 
 class TrainerRuntime:
-    def __init__(self, objects: ObjectStore, slots: int = 1, device: str | None = None, model_cache_size: int = 4) -> None:
+    def __init__(self, objects: ObjectStore, slots: int = 1, device: str | None = None, model_cache_size: int = 4,
+                 ddp_processes: int | None = None) -> None:
         self.objects = objects
         self.slots = slots
         self.device = device
+        # Processes per job: one per GPU (DDP) on a multi-GPU trainer, else 1 (in this process).
+        self.ddp_processes = distributed.job_world_size(device, slots) if ddp_processes is None else ddp_processes
         self._jobs: dict[str, JobRun] = {}
         self._lock = threading.Lock()
         self._models: OrderedDict[str, tuple] = OrderedDict()
@@ -92,8 +95,10 @@ class TrainerRuntime:
     @property
     def device_description(self) -> str:
         if (self.device or "").startswith("cuda") or (self.device is None and torch.cuda.is_available()):
-            return f"cuda ({torch.cuda.get_device_name(0)})"
-        return "cpu"
+            base = f"cuda ({torch.cuda.get_device_name(0)})"
+        else:
+            base = "cpu"
+        return f"DDP {self.ddp_processes} x {base}" if self.ddp_processes > 1 else base
 
     # training --------------------------------------------------------------------
     def run(self, spec: JobSpec, after_sequence: int = 0, attach_only: bool = False,
@@ -165,15 +170,16 @@ class TrainerRuntime:
                     last_progress[0] = now
                     job.emit("progress", _progress_body(p))
 
-            result = training.train(
-                samples, images,
-                training.TrainConfig(
-                    classes=classes, preference=spec.preference, deadline=spec.deadline, seed=spec.seed,
-                    device=self.device, max_epochs=spec.max_epochs or None, init_checkpoint=init_checkpoint,
-                ),
-                progress=progress,
-                should_stop=lambda: job.stop_reason,
+            config = training.TrainConfig(
+                classes=classes, preference=spec.preference, deadline=spec.deadline, seed=spec.seed,
+                device=self.device, max_epochs=spec.max_epochs or None, init_checkpoint=init_checkpoint,
             )
+            if self.ddp_processes > 1:  # rank 0's progress and result come back here; artifacts are written once
+                result = distributed.spawn_train(samples, images, config, self.ddp_processes, progress=progress,
+                                                 should_stop=lambda: job.stop_reason).result
+            else:
+                result = training.train(samples, images, config, progress=progress,
+                                        should_stop=lambda: job.stop_reason, ddp=distributed.SINGLE)
             reason = {"converged": "CONVERGED", "duration_limit": spec.deadline_reason}.get(result.stop_reason, result.stop_reason)
             self._write_artifacts(spec, result, samples)
             job.emit("outcome", {

@@ -21,6 +21,10 @@ How a run goes:
   schedule ends ("converged"), when time is up ("duration_limit"), or when
   ``should_stop()`` returns a reason (that reason). In every case the result
   holds the best epoch's weights.
+* Data-parallel (DDP, ``distributed.py``): when torchrun's ``RANK`` is set, or a
+  ``Distributed`` is passed, each rank trains on its shard of every epoch, evaluation
+  is sharded and gathered, and rank 0 takes every decision that depends on a clock or
+  a stop request; only rank 0 reports progress. Without it, a single process.
 
 A checkpoint is a plain dict of tensors and plain values, loadable with
 ``torch.load(..., weights_only=True)``::
@@ -50,6 +54,8 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from trainyard.errors import InvalidArgument
+from trainyard.services.trainer import distributed
+from trainyard.services.trainer.distributed import SINGLE, Distributed
 from trainyard.services.trainer.evaluation import evaluate_predictions
 from trainyard.services.trainer.presets import (
     Preset,
@@ -395,7 +401,9 @@ class _Run:
     progress: Callable[[Progress], None]
     should_stop: Callable[[], str | None]
     generator: torch.Generator  # augmentation randomness, on the device
-    order_generator: torch.Generator  # batch order, on the cpu
+    order_generator: torch.Generator  # batch order, on the cpu (the same on every rank)
+    train_net: nn.Module  # what the steps call: the network, in DistributedDataParallel under DDP
+    ddp: Distributed  # SINGLE, or this rank's place in a data-parallel run
     started: float = field(default_factory=time.time)
     step: int = 0
     time_limited: bool = False  # the deadline cut the planned epochs
@@ -424,6 +432,14 @@ class _Run:
         return learning_rate(self.step, self.steps_total, self.peak_lr, self.preset.warmup_fraction)
 
     def stop_reason(self) -> str | None:
+        """Why to stop before the next step, if so: rank 0's answer on every rank."""
+        return self.ddp.decide(self._stop_reason)
+
+    def requested_stop(self) -> str | None:
+        """``should_stop()`` (asked on rank 0 only)."""
+        return self.ddp.decide(self.should_stop)
+
+    def _stop_reason(self) -> str | None:
         reason = self.should_stop()
         if reason:
             return reason
@@ -456,13 +472,21 @@ class _Run:
         self.eval_seconds = seconds
 
     def fit_epochs(self, since: float, epoch_seconds: float, done: int) -> None:
-        """Cut ``epochs_total`` to what fits between ``since`` and ``stop_at`` at this epoch length."""
+        """Cut ``epochs_total`` to what fits between ``since`` and ``stop_at`` at this epoch length
+        (rank 0's clock decides for every rank)."""
         if self.stop_at is None:
             return
-        fit = done + int((self.stop_at - since) / max(epoch_seconds, 1e-6))
+        self.epochs_total, self.time_limited = self.ddp.decide(
+            lambda: self._fitted_epochs(since, epoch_seconds, done)
+        )
+
+    def _fitted_epochs(self, since: float, epoch_seconds: float, done: int) -> tuple[int, bool]:
+        stop_at = self.stop_at
+        assert stop_at is not None
+        fit = done + int((stop_at - since) / max(epoch_seconds, 1e-6))
         if fit < self.epochs_total:
-            self.epochs_total = max(fit, done, 1)
-            self.time_limited = True
+            return max(fit, done, 1), True
+        return self.epochs_total, self.time_limited
 
     def report(self, epoch: int, images_per_second: float = 0.0) -> None:
         """Call ``progress`` with the current state (``loss``, ``accuracy``: set by the caller)."""
@@ -505,14 +529,14 @@ def train_one_epoch(
     epoch: int,
     run: _Run,
 ) -> dict[str, Any]:
-    """One pass over the training set in random order.
+    """One pass over the training set in random order (under DDP: this rank's shard of it).
 
-    Returns {"loss", "accuracy", "images_per_second", "learning_rate", "stop_reason"};
-    ``stop_reason`` is set (and the epoch incomplete) when the run had to stop.
+    Returns {"loss", "accuracy", "images_per_second", "learning_rate", "stop_reason"}, over
+    all ranks; ``stop_reason`` is set (and the epoch incomplete) when the run had to stop.
     """
-    net = model.net
+    net = run.train_net
     net.train()
-    order = torch.randperm(len(x), generator=run.order_generator)
+    order = run.ddp.shard_order(torch.randperm(len(x), generator=run.order_generator))
     if len(order) < run.batch_size:  # a batch of one breaks batch norm: repeat the images
         order = order.repeat(math.ceil(run.batch_size / len(order)))
     channels_last = torch.channels_last if run.device.type == "cuda" else torch.contiguous_format
@@ -560,17 +584,19 @@ def train_one_epoch(
         if run.due():
             run.loss = float(window["loss"]) / window["steps"]
             run.accuracy = int(correct) / seen
-            run.report(epoch, window["images"] / max(time.time() - window["since"], 1e-9))
+            images_per_second = window["images"] / max(time.time() - window["since"], 1e-9)
+            run.report(epoch, images_per_second * run.ddp.world_size)  # rank 0's, for all ranks
             window = {
                 "loss": torch.zeros((), device=run.device),
                 "steps": 0,
                 "images": 0,
                 "since": time.time(),
             }
-    loss, accuracy = (
-        float(loss_sum) / max(1, seen),
-        int(correct) / max(1, seen),
+    loss_total, correct_total, seen_total = run.ddp.sum(
+        [float(loss_sum), int(correct), seen]
     )  # waits for the device
+    seen = int(seen_total)
+    loss, accuracy = loss_total / max(1, seen), int(correct_total) / max(1, seen)
     seconds = time.time() - start
     run.train_images += seen
     run.train_seconds += seconds
@@ -591,13 +617,15 @@ def recalibrate_batch_norm(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
     images: int = PRECISE_BN_IMAGES,
+    ddp: Distributed = SINGLE,
 ) -> None:
     """Re-estimate the batch-norm running statistics on un-augmented training images ("precise BN").
 
     During training they trail the weights (an exponential average over past
     batches) and describe augmented images; evaluated with them, a young model
     scores far below what it has learnt. This is one forward pass over at most
-    ``images`` training images, with the statistics averaged over all batches.
+    ``images`` training images, with the statistics averaged over all batches. Under DDP
+    every rank does the same, then takes rank 0's statistics (bitwise equal ranks).
     """
     norms = [m for m in model.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -618,6 +646,7 @@ def recalibrate_batch_norm(
             model.net(model.normalize(batch.float() / 255).contiguous(memory_format=channels_last))
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
+    ddp.broadcast_buffers(model.net)
 
 
 @torch.inference_mode()
@@ -629,12 +658,17 @@ def evaluate(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
     tick: Callable[[], None] = lambda: None,
+    ddp: Distributed = SINGLE,
 ) -> dict[str, Any]:
     """Probabilities, loss and accuracy of ``model`` on uint8 images ``x`` with labels ``y``.
 
     Returns {"loss", "accuracy", "probs"} (probs: a cpu float tensor, samples × classes).
+    Under DDP each rank computes a shard of the probabilities and every rank gets all of them.
     """
-    p = probabilities(model, x, device=device, autocast=autocast, tick=tick)
+    rows = ddp.shard(len(x))
+    p = probabilities(model, x, device=device, autocast=autocast, tick=tick, rows=rows)
+    if len(rows) < len(x):
+        p = ddp.gather_rows(p)
     loss = F.nll_loss(p.clamp_min(1e-12).log(), y)
     accuracy = (p.argmax(dim=1) == y).float().mean()
     return {"loss": float(loss), "accuracy": float(accuracy), "probs": p}
@@ -648,13 +682,16 @@ def probabilities(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
     tick: Callable[[], None] = lambda: None,
+    rows: range | None = None,
 ) -> torch.Tensor:
-    """Class probabilities (cpu float, samples × classes) of uint8 images ``x``, batch by batch."""
+    """Class probabilities (cpu float, samples × classes) of uint8 images ``x`` (or of its
+    ``rows``, a contiguous range), batch by batch."""
     model.eval()
     channels_last = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    rows = range(len(x)) if rows is None else rows
     probs = []
-    for start in range(0, len(x), EVAL_BATCH_SIZE):
-        images = x[start : start + EVAL_BATCH_SIZE].to(device, non_blocking=True)
+    for start in range(rows.start, rows.stop, EVAL_BATCH_SIZE):
+        images = x[start : min(start + EVAL_BATCH_SIZE, rows.stop)].to(device, non_blocking=True)
         with autocast():
             probs.append(model(images.contiguous(memory_format=channels_last)).float().cpu())
         tick()
@@ -671,20 +708,33 @@ def train(
     *,
     progress: Callable[[Progress], None] = lambda p: None,
     should_stop: Callable[[], str | None] = lambda: None,
+    ddp: Distributed | None = None,
 ) -> TrainResult:
     """Train a classifier on the TRAIN samples, select and evaluate it on the EVAL samples.
 
     ``images`` gives a sample's encoded bytes (a callable, or a mapping by image id).
     ``progress`` is called at least every PROGRESS_INTERVAL seconds while training
     and after every epoch; ``should_stop`` is polled before every step.
+
+    ``ddp``: this process's place in a data-parallel run; None: from the environment
+    (torchrun's ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), a single process without it.
+    Under DDP every rank calls ``train`` with the same arguments and returns the same
+    result; ``progress`` is called on rank 0 only and ``should_stop`` asked there only.
     """
     started = time.time()
 
     # -- config
+    ddp = distributed.from_environment(config.device) if ddp is None else ddp
+    if not ddp.is_main:
+        progress = lambda p: None  # noqa: E731 - only rank 0 reports
     preset = get_preset(config.preference)
     classes = list(config.classes)
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    device_name = (
+    device = (
+        ddp.device
+        if ddp.device is not None
+        else torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    )
+    device_name = ddp.describe(
         f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
     )
     if device.type == "cuda":
@@ -731,7 +781,9 @@ def train(
         )
 
     cache_bytes = total_images * 3 * resolution * resolution
-    pipeline = "cached" if cache_bytes <= (config.max_cache_bytes or cache_budget()) else "streamed"
+    # ranks on one host share its memory
+    budget = (config.max_cache_bytes or cache_budget()) // ddp.local_world_size
+    pipeline = "cached" if cache_bytes <= budget else "streamed"
     if pipeline == "cached":
         train_x = decode_images(train_samples, fetch, resolution, decoded)
         val_x = decode_images(
@@ -751,11 +803,15 @@ def train(
     model.to(device)
     if device.type == "cuda":
         net.to(memory_format=torch.channels_last)
+    train_net = ddp.wrap(net)  # DDP: rank 0's weights on every rank, gradients averaged
+    if ddp.active:  # ranks draw different dropout masks
+        torch.manual_seed(config.seed + ddp.rank)
     peak_lr = preset.lr * (INCREMENTAL_LR_SCALE if init_checkpoint else 1.0)
     optimizer = _optimizer(net, preset, peak_lr)
 
     # -- loop
-    batch_size = min(preset.batch_size, max(2, len(train_x)))
+    per_rank = ddp.samples_per_rank(len(train_x))  # the batch size is per rank (per GPU)
+    batch_size = min(preset.batch_size, max(2, per_rank))
     deadline = config.deadline
     run = _Run(
         preset=preset,
@@ -764,14 +820,16 @@ def train(
         device_name=device_name,
         autocast=autocast,
         batch_size=batch_size,
-        steps_per_epoch=max(1, len(train_x) // batch_size),
+        steps_per_epoch=max(1, per_rank // batch_size),
         epochs_total=planned_epochs,
         val_size=len(val_x),
         training_ends=None if deadline is None else deadline - _margin(deadline - started),
         progress=progress,
         should_stop=should_stop,
-        generator=torch.Generator(device=device).manual_seed(config.seed),
+        generator=torch.Generator(device=device).manual_seed(config.seed + ddp.rank),
         order_generator=torch.Generator().manual_seed(config.seed),
+        train_net=train_net,
+        ddp=ddp,
     )
 
     def tick() -> None:  # keeps progress coming during long evaluations
@@ -792,8 +850,8 @@ def train(
             epoch -= 1
             break
         eval_start = time.time()
-        recalibrate_batch_norm(model, train_x, device=device, autocast=autocast)
-        val = evaluate(model, val_x, val_y, device=device, autocast=autocast, tick=tick)
+        recalibrate_batch_norm(model, train_x, device=device, autocast=autocast, ddp=ddp)
+        val = evaluate(model, val_x, val_y, device=device, autocast=autocast, tick=tick, ddp=ddp)
         run.evaluated_in(time.time() - eval_start)
         run.val_accuracy = val["accuracy"]
         history.append(
@@ -815,7 +873,7 @@ def train(
         stale = 0 if improved else stale + 1
         run.loss, run.accuracy = stats["loss"], stats["accuracy"]
         run.report(epoch, stats["images_per_second"])
-        if (stop_reason := run.should_stop()) or stale >= preset.patience:
+        if (stop_reason := run.requested_stop()) or stale >= preset.patience:
             stop_reason = stop_reason or CONVERGED
         elif run.stop_at is not None:
             run.fit_epochs(time.time(), time.time() - epoch_start, done=epoch)
@@ -824,16 +882,20 @@ def train(
     if best is None:  # stopped before the first epoch ended: keep what there is
         if run.step > 0:
             recalibrate_batch_norm(
-                model, train_x, device=device, autocast=autocast, images=FALLBACK_BN_IMAGES
+                model, train_x, device=device, autocast=autocast, images=FALLBACK_BN_IMAGES, ddp=ddp
             )
-        best = _snapshot(net, 0, evaluate(model, val_x, val_y, device=device, autocast=autocast))
+        best = _snapshot(
+            net, 0, evaluate(model, val_x, val_y, device=device, autocast=autocast, ddp=ddp)
+        )
 
     # -- the best epoch's evaluation, with test-time augmentation when it helps
     net.load_state_dict(best["state_dict"])
     probs, use_tta = best["probs"], False
-    if preset.tta and (deadline is None or time.time() < deadline):
+    if preset.tta and ddp.decide(lambda: deadline is None or time.time() < deadline):
         model.tta = True
-        with_tta = evaluate(model, val_x, val_y, device=device, autocast=autocast, tick=tick)
+        with_tta = evaluate(
+            model, val_x, val_y, device=device, autocast=autocast, tick=tick, ddp=ddp
+        )
         use_tta = (with_tta["accuracy"], -with_tta["loss"]) > (best["accuracy"], -best["loss"])
         model.tta = use_tta
         if use_tta:
@@ -864,7 +926,8 @@ def train(
             **asdict(preset),
             "arch": arch,
             "lr": peak_lr,
-            "batch_size": batch_size,
+            "batch_size": batch_size,  # per rank
+            "world_size": ddp.world_size,  # DDP ranks (GPUs); 1: a single process
             "seed": config.seed,
         },
     }
