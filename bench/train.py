@@ -1,6 +1,7 @@
 """Training-pipeline benchmark: the trainer's pipeline vs a plain torchvision loop.
 
-Same images (photo-sized JPEGs, 640×480, 4 classes), same model
+Same images (photo-sized JPEGs, 1024×768 by default as in bench/upload.py, or
+`--size 640x480`; 4 classes), same model
 (`performance_first`: MobileNetV3-Small at 128 px), batch size, optimizer,
 epochs, and an evaluation after every epoch in both. The baseline is the
 textbook loop: ImageFolder + DataLoader (2 workers) + PIL decode every epoch +
@@ -43,12 +44,13 @@ RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 CLASSES = ["circle", "square", "triangle", "cross"]
 
 
-def photo(kind: str, rng: np.random.Generator) -> bytes:
-    """A 640×480 JPEG: a noisy, textured background with one shape of the class."""
-    base = rng.normal(128, 40, (480, 640, 3)).clip(0, 255).astype(np.uint8)
+def photo(kind: str, rng: np.random.Generator, width: int = 1024, height: int = 768) -> bytes:
+    """A JPEG photo: a noisy, textured background with one shape of the class (sizes scale with the photo)."""
+    base = rng.normal(128, 40, (height, width, 3)).clip(0, 255).astype(np.uint8)
     image = Image.fromarray(base)
     draw = ImageDraw.Draw(image)
-    cx, cy, r = rng.integers(160, 480), rng.integers(120, 360), rng.integers(60, 110)
+    k = width / 640
+    cx, cy, r = int(rng.integers(160, 480) * k), int(rng.integers(120, 360) * k), int(rng.integers(60, 110) * k)
     color = tuple(int(c) for c in rng.integers(0, 255, 3))
     if kind == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=color)
@@ -64,7 +66,7 @@ def photo(kind: str, rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
-def make_images(count: int, folder: Path) -> list[training.Sample]:
+def make_images(count: int, folder: Path, width: int = 1024, height: int = 768) -> list[training.Sample]:
     rng = np.random.default_rng(0)
     samples = []
     for i in range(count):
@@ -72,7 +74,7 @@ def make_images(count: int, folder: Path) -> list[training.Sample]:
         usage = "EVAL" if i % 5 == 0 else "TRAIN"
         path = folder / usage / kind / f"{i:05d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(photo(kind, rng))
+        path.write_bytes(photo(kind, rng, width, height))
         samples.append(training.Sample(str(path), kind, usage))
     return samples
 
@@ -159,6 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--size", default="1024x768", help="photo size WIDTHxHEIGHT")
     parser.add_argument("--throughput", action="store_true", help="training-step images/s of ResNet-18/50 (GPU)")
     parser.add_argument("--output", type=Path, help="where to write the JSON (default bench/results/)")
     args = parser.parse_args()
@@ -174,14 +177,15 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        samples = make_images(args.images, folder)
+        width, height = (int(v) for v in args.size.lower().split("x"))
+        samples = make_images(args.images, folder, width, height)
         ours = trainer_pipeline(samples, args.epochs)
         plain = baseline(folder, ours["epochs"], ours["resolution"], ours["arch"])
     results = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "images": args.images, "image_size": "640x480 JPEG",
+        "images": args.images, "image_size": f"{args.size} JPEG",
         "trainer": ours, "torchvision_baseline": plain,
         "ratio": ours["images_per_second"] / plain["images_per_second"],
     }
