@@ -101,6 +101,9 @@ class SchedulerService:
         self._request_locks = [threading.Lock() for _ in range(64)]
         self._dispatcher: threading.Thread | None = None
         self._last_prune = 0.0
+        # No trainer can heartbeat while this process is down, so a trainer's silence counts from
+        # our start at the earliest: a scheduler restart never makes a live trainer (and its jobs) lost.
+        self._listening_since = clock()
 
     # lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -387,7 +390,7 @@ class SchedulerService:
     def _drop_lost_trainers(self) -> None:
         now = self.clock()
         for trainer in self.store.trainers():
-            if now - trainer.last_seen > self.settings.heartbeat_timeout_seconds:
+            if now - max(trainer.last_seen, self._listening_since) > self.settings.heartbeat_timeout_seconds:
                 log.warning("trainer.lost", trainer_id=trainer.id, silent_seconds=round(now - trainer.last_seen, 1))
                 for job in self.store.jobs_in_states(ACTIVE_STATES):
                     if job.trainer_id == trainer.id:

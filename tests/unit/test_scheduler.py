@@ -399,3 +399,17 @@ def test_job_creations_per_tenant_per_minute_are_limited_and_named(tmp_path):
     assert service.create_job("alice", JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1", request_id="r0")).id == made[0].id
     service.create_job("bob", JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1"))
     assert len(service.list_jobs("alice", "", 0, "")[0]) == 3
+
+
+def test_a_restarted_scheduler_does_not_count_its_own_downtime_against_trainers(tmp_path):
+    service, _, _ = make(tmp_path, heartbeat_timeout_seconds=5.0)
+    add_trainer(service)
+    service.stop()
+    now = [time.time() + 60]  # the scheduler was down for a minute, far past the heartbeat timeout
+    restarted = SchedulerService(SchedulerStore(tmp_path / "s.db"), FlavorCatalog.load(), FakeDatasets(), FakeTrainer(),
+                                 SchedulerSettings(heartbeat_timeout_seconds=5.0), clock=lambda: now[0])
+    restarted._drop_lost_trainers()
+    assert [t.id for t in restarted.store.trainers()] == ["t1"]  # it may not have had a chance to heartbeat yet
+    now[0] += 6  # still silent a whole timeout after the restart: now it is lost
+    restarted._drop_lost_trainers()
+    assert restarted.store.trainers() == []
