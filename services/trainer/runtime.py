@@ -22,13 +22,56 @@ import structlog
 import torch
 
 from trainyard.artifacts import ARTIFACTS
-from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from trainyard.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from trainyard.objectstore import ObjectStore
 from trainyard.services.dataset.manifest import parse_manifest
 from trainyard.services.trainer import distributed, export, training
 from trainyard.services.trainer import evaluation as evaluation_mod
 
 log = structlog.get_logger(__name__)
+
+OBJECT_STORE_PATIENCE_SECONDS = 120.0  # a job waits this long for an unreachable object store
+
+
+class PatientObjects:
+    """A job's view of the object store: calls retried with backoff while the store is unreachable.
+
+    A job reads its data at the start and writes its artifacts at the end; an object
+    store that is down for a moment (a restart, a network blip) must not throw away
+    a finished training run. Each retry is reported to the job's watchers.
+    """
+
+    def __init__(self, objects: ObjectStore, on_retry: Callable[[str], None],
+                 patience: float = OBJECT_STORE_PATIENCE_SECONDS, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.objects, self.on_retry, self.patience, self.sleep = objects, on_retry, patience, sleep
+
+    def _patiently(self, what: str, call: Callable[[], Any]) -> Any:
+        give_up = time.monotonic() + self.patience
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except Unavailable as exc:
+                if time.monotonic() + delay > give_up:
+                    raise
+                self.on_retry(f"object store unreachable while {what} ({exc.message}); retrying in {delay:g} s")
+                self.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._patiently(f"reading {key}", lambda: self.objects.get_bytes(key))
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self._patiently(f"writing {key}", lambda: self.objects.put_bytes(key, data, content_type))
+
+    def put_json(self, key: str, obj: Any) -> None:
+        self._patiently(f"writing {key}", lambda: self.objects.put_json(key, obj))
 
 PROGRESS_INTERVAL_SECONDS = 1.0
 FINISHED_JOBS_KEPT = 64  # ended jobs whose events stay in memory for re-attaching schedulers
@@ -151,15 +194,21 @@ class TrainerRuntime:
         spec = job.spec
         bound = log.bind(job_id=spec.job_id)
         started = time.time()
+
+        def retrying(message: str) -> None:
+            bound.warning("training.object_store_retry", message=message)
+            job.emit("log", {"level": "warning", "message": message})
+
+        objects = PatientObjects(self.objects, retrying)
         try:
             job.emit("log", {"level": "info", "message": f"loading dataset version {spec.dataset_version}"})
-            entries = parse_manifest(self.objects.get_bytes(spec.manifest_key))
+            entries = parse_manifest(objects.get_bytes(spec.manifest_key))
             samples = [training.Sample(e.image_id, e.label, e.usage) for e in entries]
-            images = self._fetch_images(entries)
+            images = _fetch_images(objects, entries)
             classes = sorted({s.label for s in samples})
             init_checkpoint = None
             if spec.init_artifact_prefix:
-                init_checkpoint = _load_checkpoint(self.objects.get_bytes(spec.init_artifact_prefix + "checkpoint.pt"))
+                init_checkpoint = _load_checkpoint(objects.get_bytes(spec.init_artifact_prefix + "checkpoint.pt"))
             job.emit("log", {"level": "info", "message": f"{len(samples)} images, {len(classes)} classes; training on {self.device_description}"})
             last_progress = [0.0]
 
@@ -181,7 +230,7 @@ class TrainerRuntime:
                 result = training.train(samples, images, config, progress=progress,
                                         should_stop=lambda: job.stop_reason, ddp=distributed.SINGLE)
             reason = {"converged": "CONVERGED", "duration_limit": spec.deadline_reason}.get(result.stop_reason, result.stop_reason)
-            self._write_artifacts(spec, result, samples)
+            _write_artifacts(objects, spec, result, samples)
             job.emit("outcome", {
                 "stopReason": "STOP_REASON_" + reason, "evaluation": evaluation_body(result.evaluation),
                 "artifactPrefix": spec.artifact_prefix, "epochsRun": result.epochs_run, "bestEpoch": result.best_epoch,
@@ -194,31 +243,6 @@ class TrainerRuntime:
             bound.exception("training.failed")
             job.emit("outcome", {"stopReason": "STOP_REASON_ERROR", "errorMessage": f"{type(exc).__name__}: {exc}",
                                  "trainingTime": f"{time.time() - started:.3f}s"})
-
-    def _fetch_images(self, entries) -> dict[str, bytes]:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            data = list(pool.map(lambda e: self.objects.get_bytes(e.object_key), entries))
-        return {e.image_id: d for e, d in zip(entries, data, strict=True)}
-
-    def _write_artifacts(self, spec: JobSpec, result: training.TrainResult, samples: list[training.Sample]) -> None:
-        prefix = spec.artifact_prefix
-        buffer = io.BytesIO()
-        torch.save(result.checkpoint, buffer)
-        self.objects.put_bytes(prefix + "checkpoint.pt", buffer.getvalue())
-        scripted, preprocessing = export.export_torchscript(result.checkpoint)
-        self.objects.put_bytes(prefix + "model.torchscript.pt", scripted)
-        self.objects.put_json(prefix + "preprocessing.json", preprocessing)
-        self.objects.put_json(prefix + "labels.json", result.checkpoint["classes"])
-        counts = Counter((s.label, s.usage) for s in samples)
-        self.objects.put_json(prefix + "metrics.json", {
-            "evaluation": result.evaluation, "history": result.history, "stop_reason": result.stop_reason,
-            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "device": result.device,
-            "architecture": result.arch, "resolution": result.resolution, "initialization": result.init,
-            "pipeline": result.pipeline,
-            "parameters": asdict(spec), "samples": {f"{label}/{usage}": n for (label, usage), n in sorted(counts.items())},
-        })
-        self.objects.put_bytes(prefix + "confusion_matrix.png", evaluation_mod.plot_confusion_matrix(result.evaluation), "image/png")
-        self.objects.put_bytes(prefix + "curves.png", evaluation_mod.plot_curves(result.history), "image/png")
 
     # serving ---------------------------------------------------------------------
     def predict(self, artifact_prefix: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
@@ -256,6 +280,34 @@ class TrainerRuntime:
             while len(self._models) > self._model_cache_size:
                 self._models.popitem(last=False)
         return loaded
+
+
+def _fetch_images(objects: PatientObjects, entries) -> dict[str, bytes]:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        data = list(pool.map(lambda e: objects.get_bytes(e.object_key), entries))
+    return {e.image_id: d for e, d in zip(entries, data, strict=True)}
+
+
+def _write_artifacts(objects: PatientObjects, spec: JobSpec, result: training.TrainResult,
+                     samples: list[training.Sample]) -> None:
+    prefix = spec.artifact_prefix
+    buffer = io.BytesIO()
+    torch.save(result.checkpoint, buffer)
+    objects.put_bytes(prefix + "checkpoint.pt", buffer.getvalue())
+    scripted, preprocessing = export.export_torchscript(result.checkpoint)
+    objects.put_bytes(prefix + "model.torchscript.pt", scripted)
+    objects.put_json(prefix + "preprocessing.json", preprocessing)
+    objects.put_json(prefix + "labels.json", result.checkpoint["classes"])
+    counts = Counter((s.label, s.usage) for s in samples)
+    objects.put_json(prefix + "metrics.json", {
+        "evaluation": result.evaluation, "history": result.history, "stop_reason": result.stop_reason,
+        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "device": result.device,
+        "architecture": result.arch, "resolution": result.resolution, "initialization": result.init,
+        "pipeline": result.pipeline,
+        "parameters": asdict(spec), "samples": {f"{label}/{usage}": n for (label, usage), n in sorted(counts.items())},
+    })
+    objects.put_bytes(prefix + "confusion_matrix.png", evaluation_mod.plot_confusion_matrix(result.evaluation), "image/png")
+    objects.put_bytes(prefix + "curves.png", evaluation_mod.plot_curves(result.history), "image/png")
 
 
 def _check_spec(spec: JobSpec) -> None:
