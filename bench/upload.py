@@ -5,7 +5,12 @@ the same number of concurrent streams; the direct path is the baseline (what
 the object store alone can take). The gRPC path also decodes every image
 (validation), hashes it and records it in SQLite.
 
-    python bench/upload.py [--streams 4]
+    python bench/upload.py [--streams 4] [--repeat 3]
+
+Each path runs `--repeat` times, alternating, and the median counts. Besides the
+wall time, the CPU seconds each process spent (dataset service, S3 server, this
+client) are recorded: on a machine where both paths saturate the cores, the
+ratio of wall times is the ratio of total CPU work.
 
 Writes bench/results/upload.json. Target: ratio >= 0.7 for photo-sized images.
 """
@@ -16,9 +21,12 @@ import argparse
 import hashlib
 import io
 import json
+import os
+import resource
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -86,19 +94,49 @@ def direct(objects: ObjectStore, prefix: str, files, streams: int) -> float:
     return time.perf_counter() - started
 
 
-def figures(files, grpc_seconds: float, direct_seconds: float) -> dict:
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measured(run, pids: dict[str, int]) -> dict:
+    """Wall seconds of `run()` and the CPU seconds each process spent in it."""
+    before = {name: process_cpu_seconds(pid) for name, pid in pids.items()} | {"client": own_cpu_seconds()}
+    started = time.perf_counter()
+    run()
+    wall = time.perf_counter() - started
+    after = {name: process_cpu_seconds(pid) for name, pid in pids.items()} | {"client": own_cpu_seconds()}
+    return {"seconds": wall, "cpu_seconds": {name: round(after[name] - before[name], 3) for name in before}}
+
+
+def summary(files, runs: list[dict]) -> dict:
+    """The median run (by wall time) with throughput figures."""
+    run = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
     mb = sum(len(d) for _, _, d in files) / 1e6
+    return {"seconds": run["seconds"], "images_per_s": len(files) / run["seconds"], "mb_per_s": mb / run["seconds"],
+            "cpu_seconds": run["cpu_seconds"], "cpu_seconds_total": round(sum(run["cpu_seconds"].values()), 3),
+            "all_seconds": [round(r["seconds"], 3) for r in runs]}
+
+
+def figures(files, grpc: dict, direct: dict) -> dict:
     return {
-        "images": len(files), "megabytes": round(mb, 2),
-        "grpc": {"seconds": grpc_seconds, "images_per_s": len(files) / grpc_seconds, "mb_per_s": mb / grpc_seconds},
-        "direct_s3": {"seconds": direct_seconds, "images_per_s": len(files) / direct_seconds, "mb_per_s": mb / direct_seconds},
-        "ratio": direct_seconds / grpc_seconds,
+        "images": len(files), "megabytes": round(sum(len(d) for _, _, d in files) / 1e6, 2),
+        "grpc": grpc, "direct_s3": direct,
+        "ratio": direct["seconds"] / grpc["seconds"],
+        "cpu_ratio": direct["cpu_seconds_total"] / grpc["cpu_seconds_total"],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     digits = digit_sized(2000)
     photo_files = photos(200)
@@ -109,11 +147,16 @@ def main() -> None:
             client = stack.client()
             objects = ObjectStore(stack.s3_config.endpoint, stack.s3_config.access_key, stack.s3_config.secret_key,
                                   stack.s3_config.bucket)
-            results = {"streams": args.streams}
+            pids = {"dataset_service": stack.processes["dataset"].pid, "s3_server": stack.s3.pid}
+            results = {"streams": args.streams, "repeat": args.repeat, "cores": os.cpu_count()}
+            direct(objects, "bench-direct/warm-up", digits[:50], args.streams)  # the S3 server's first writes
             for name, files in (("digits", digits), ("photos", photo_files)):
-                direct_seconds = direct(objects, f"bench-direct/{name}", files, args.streams)
-                grpc_seconds = via_grpc(client, client.create_dataset(f"bench-{name}").id, files, args.streams)
-                results[name] = figures(files, grpc_seconds, direct_seconds)
+                direct_runs, grpc_runs = [], []
+                for i in range(args.repeat):
+                    direct_runs.append(measured(partial(direct, objects, f"bench-direct/{name}-{i}", files, args.streams), pids))
+                    dataset = client.create_dataset(f"bench-{name}-{i}").id
+                    grpc_runs.append(measured(partial(via_grpc, client, dataset, files, args.streams), pids))
+                results[name] = figures(files, summary(files, grpc_runs), summary(files, direct_runs))
             results["target_photo_ratio_ge_0_7"] = results["photos"]["ratio"] >= 0.7
         finally:
             stack.stop()
