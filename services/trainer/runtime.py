@@ -118,12 +118,12 @@ class JobRun:
 
 class TrainerRuntime:
     def __init__(self, objects: ObjectStore, slots: int = 1, device: str | None = None, model_cache_size: int = 4,
-                 ddp_processes: int | None = None) -> None:
+                 ddp_processes: int = 1) -> None:
         self.objects = objects
         self.slots = slots
         self.device = device
         # Processes per job: one per GPU (DDP) on a multi-GPU trainer, else 1 (in this process).
-        self.ddp_processes = distributed.job_world_size(device, slots) if ddp_processes is None else ddp_processes
+        self.ddp_processes = ddp_processes
         self._jobs: dict[str, JobRun] = {}
         self._lock = threading.Lock()
         self._models: OrderedDict[str, tuple] = OrderedDict()

@@ -18,6 +18,7 @@ from trainyard.objectstore import ObjectStore
 from trainyard.rpc import RunningServer, channel, create_server, serve_until_signal
 from trainyard.scheduler.v1 import scheduler_service_pb2 as sched
 from trainyard.scheduler.v1 import scheduler_service_pb2_grpc as sched_grpc
+from trainyard.services.trainer import distributed
 from trainyard.services.trainer.runtime import TrainerRuntime
 from trainyard.services.trainer.servicer import TrainerServicer
 from trainyard.trainer.v1 import trainer_service_pb2, trainer_service_pb2_grpc
@@ -40,23 +41,27 @@ class TrainerConfig:
     s3: S3Config
     security: SecurityConfig
     metrics_listen: str = ""  # /metrics address; empty: off
+    ddp_processes: int = 1  # processes per job: one per GPU on a multi-GPU trainer (DDP)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TrainerConfig:
         env = os.environ if env is None else env
         listen = env_str(env, "TRAINYARD_TRAINER_LISTEN", "127.0.0.1:50053")
+        slots = env_int(env, "TRAINYARD_TRAINER_SLOTS", 1)
+        device = env.get("TRAINYARD_TRAINER_DEVICE") or None
         return cls(
             listen=listen,
             advertise=env_str(env, "TRAINYARD_TRAINER_ADVERTISE", listen),
             trainer_id=env_str(env, "TRAINYARD_TRAINER_ID", socket.gethostname()),
             scheduler_address=env.get("TRAINYARD_SCHEDULER_ADDRESS", ""),
             flavors=tuple(env_str(env, "TRAINYARD_TRAINER_FLAVORS", "free-gpu,compute-gpu-1").split(",")),
-            slots=env_int(env, "TRAINYARD_TRAINER_SLOTS", 1),
-            device=env.get("TRAINYARD_TRAINER_DEVICE") or None,
+            slots=slots,
+            device=device,
             heartbeat_seconds=env_float(env, "TRAINYARD_HEARTBEAT_SECONDS", 5.0),
             s3=S3Config.from_env(env),
             security=SecurityConfig.from_env(env),
             metrics_listen=env_str(env, "TRAINYARD_TRAINER_METRICS_LISTEN", ""),
+            ddp_processes=distributed.job_world_size(device, slots, env),
         )
 
 
@@ -65,7 +70,7 @@ def build(config: TrainerConfig) -> tuple[RunningServer, TrainerRuntime]:
         # Jobs share the CPU cores: each slot gets its share, or concurrent jobs thrash.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.slots))
     objects = ObjectStore(config.s3.endpoint, config.s3.access_key, config.s3.secret_key, config.s3.bucket, config.s3.secure)
-    runtime = TrainerRuntime(objects, slots=config.slots, device=config.device)
+    runtime = TrainerRuntime(objects, slots=config.slots, device=config.device, ddp_processes=config.ddp_processes)
     running = create_server(
         config.listen,
         lambda server: trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(runtime), server),
