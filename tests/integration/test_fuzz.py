@@ -16,15 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.integration.services import in_process_services
 from trainyard.dataset.v1 import dataset_service_pb2
 from trainyard.scheduler.v1 import scheduler_service_pb2
-from trainyard.services.dataset.server import DatasetConfig
-from trainyard.services.dataset.server import build as build_dataset
-from trainyard.services.dataset.service import Limits
-from trainyard.services.scheduler.server import SchedulerConfig
-from trainyard.services.scheduler.server import build as build_scheduler
-from trainyard.services.trainer.server import TrainerConfig
-from trainyard.services.trainer.server import build as build_trainer
 from trainyard.trainer.v1 import trainer_service_pb2
 
 CASES_PER_RPC = 25
@@ -101,18 +95,10 @@ def field_strategy(field: d.FieldDescriptor, depth: int) -> st.SearchStrategy | 
 
 @pytest.fixture(scope="module")
 def addresses(tmp_path_factory, s3_config, security):
-    data = tmp_path_factory.mktemp("fuzz")
-    dataset, dataset_service = build_dataset(DatasetConfig("127.0.0.1:0", data / "dataset", s3_config, Limits(), security.config))
-    scheduler, scheduler_service = build_scheduler(SchedulerConfig.from_env({
-        "TRAINYARD_SCHEDULER_LISTEN": "127.0.0.1:0", "TRAINYARD_DATA_DIR": str(data),
-        "TRAINYARD_DATASET_ADDRESS": f"127.0.0.1:{dataset.port}", **security.env}))
-    trainer, _ = build_trainer(TrainerConfig.from_env({"TRAINYARD_TRAINER_LISTEN": "127.0.0.1:0", **s3_config.to_env(), **security.env}))
-    created = dataset_service.create_dataset("alpha", "fuzzed")
-    KNOWN_IDS.extend([created.id, created.display_name])
-    yield {"dataset": f"127.0.0.1:{dataset.port}", "scheduler": f"127.0.0.1:{scheduler.port}", "trainer": f"127.0.0.1:{trainer.port}"}
-    scheduler_service.stop()
-    for running in (dataset, scheduler, trainer):
-        running.stop(0)
+    with in_process_services(tmp_path_factory.mktemp("fuzz"), s3_config, security) as services:
+        created = services.dataset_service.create_dataset("alpha", "fuzzed")
+        KNOWN_IDS.extend([created.id, created.display_name])
+        yield {name: services.address(name) for name in ("dataset", "scheduler", "trainer")}
 
 
 def methods():

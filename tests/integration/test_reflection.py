@@ -10,30 +10,16 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from tests.integration.services import in_process_services
 from trainyard.rpc import channel
-from trainyard.services.dataset.server import DatasetConfig
-from trainyard.services.dataset.server import build as build_dataset
-from trainyard.services.dataset.service import Limits
-from trainyard.services.scheduler.server import SchedulerConfig
-from trainyard.services.scheduler.server import build as build_scheduler
-from trainyard.services.trainer.server import TrainerConfig
-from trainyard.services.trainer.server import build as build_trainer
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory, s3_config, security):
-    data = tmp_path_factory.mktemp("reflection")
-    dataset, _ = build_dataset(DatasetConfig("127.0.0.1:0", data / "dataset", s3_config, Limits(), security.config))
-    scheduler_config = SchedulerConfig.from_env({"TRAINYARD_SCHEDULER_LISTEN": "127.0.0.1:0", "TRAINYARD_DATA_DIR": str(data),
-                                                 "TRAINYARD_DATASET_ADDRESS": f"127.0.0.1:{dataset.port}", **security.env})
-    scheduler, scheduler_service = build_scheduler(scheduler_config)
-    trainer, _ = build_trainer(TrainerConfig.from_env({"TRAINYARD_TRAINER_LISTEN": "127.0.0.1:0", **s3_config.to_env(), **security.env}))
-    yield {"trainyard.dataset.v1.DatasetService": dataset.port,
-           "trainyard.scheduler.v1.SchedulerService": scheduler.port,
-           "trainyard.trainer.v1.TrainerService": trainer.port}
-    scheduler_service.stop()
-    for running in (dataset, scheduler, trainer):
-        running.stop(0)
+    with in_process_services(tmp_path_factory.mktemp("reflection"), s3_config, security) as services:
+        yield {"trainyard.dataset.v1.DatasetService": services.dataset.port,
+               "trainyard.scheduler.v1.SchedulerService": services.scheduler.port,
+               "trainyard.trainer.v1.TrainerService": services.trainer.port}
 
 
 def generic_call(ch: grpc.Channel, pool: descriptor_pool.DescriptorPool, method_path: str, request_json: str):

@@ -10,6 +10,7 @@ import pytest
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.integration.services import in_process_services
 from trainyard.auth import CallCredentials, KeyStore
 from trainyard.cli.main import main as cli
 from trainyard.dataset.v1 import dataset_service_pb2 as ds
@@ -19,10 +20,6 @@ from trainyard.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_
 from trainyard.services.dataset.server import DatasetConfig
 from trainyard.services.dataset.server import build as build_dataset
 from trainyard.services.dataset.service import Limits
-from trainyard.services.scheduler.server import SchedulerConfig
-from trainyard.services.scheduler.server import build as build_scheduler
-from trainyard.services.trainer.server import TrainerConfig
-from trainyard.services.trainer.server import build as build_trainer
 from trainyard.stack.devca import create_dev_ca
 from trainyard.tls import ClientTls, ServerTls
 from trainyard.trainer.v1 import trainer_service_pb2
@@ -36,17 +33,8 @@ SERVICES = {
 
 @pytest.fixture(scope="module")
 def addresses(tmp_path_factory, s3_config, security):
-    data = tmp_path_factory.mktemp("security")
-    dataset, _ = build_dataset(DatasetConfig("127.0.0.1:0", data / "dataset", s3_config, Limits(), security.config))
-    scheduler, scheduler_service = build_scheduler(SchedulerConfig.from_env({
-        "TRAINYARD_SCHEDULER_LISTEN": "127.0.0.1:0", "TRAINYARD_DATA_DIR": str(data),
-        "TRAINYARD_DATASET_ADDRESS": f"127.0.0.1:{dataset.port}", **security.env}))
-    trainer, _ = build_trainer(TrainerConfig.from_env({"TRAINYARD_TRAINER_LISTEN": "127.0.0.1:0", **s3_config.to_env(), **security.env}))
-    yield {name: f"127.0.0.1:{server.port}" for name, server in
-           (("dataset", dataset), ("scheduler", scheduler), ("trainer", trainer))}
-    scheduler_service.stop()
-    for running in (dataset, scheduler, trainer):
-        running.stop(0)
+    with in_process_services(tmp_path_factory.mktemp("security"), s3_config, security) as services:
+        yield {name: services.address(name) for name in ("dataset", "scheduler", "trainer")}
 
 
 def call(ch: grpc.Channel, service, method, metadata=()) -> None:
