@@ -15,7 +15,7 @@ from trainyard.auth import CallCredentials, KeyStore
 from trainyard.cli.main import main as cli
 from trainyard.dataset.v1 import dataset_service_pb2 as ds
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as ds_grpc
-from trainyard.rpc import channel
+from trainyard.rpc import MAX_MESSAGE_BYTES, channel
 from trainyard.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
 from trainyard.services.dataset.server import DatasetConfig
 from trainyard.services.dataset.server import build as build_dataset
@@ -171,3 +171,14 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(tmp_path, s3_config, 
         assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         running.stop(0)
+
+
+def test_a_message_over_the_size_limit_is_resource_exhausted_naming_the_limit(addresses, security):
+    """A client that allows itself larger messages still meets the server's 16 MiB limit."""
+    big = grpc.insecure_channel(addresses["scheduler"], options=[("grpc.max_send_message_length", 64 * 2**20)])
+    stub = scheduler_service_pb2_grpc.SchedulerServiceStub(big)
+    request = scheduler_service_pb2.PredictRequest(dataset_id="d", version="V001", images=[b"x" * (17 * 2**20)])
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.Predict(request, timeout=30, metadata=CallCredentials(security.api_key).metadata())
+    assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert str(MAX_MESSAGE_BYTES) in exc.value.details()
