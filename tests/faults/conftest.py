@@ -64,7 +64,9 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
         return
     terminalreporter.section("fault runs: kill -9 at random moments")
     terminalreporter.write_line(report.table())
-    if report.write():
+    if RESULTS is None:
+        terminalreporter.write_line("not written (TRAINYARD_FAULT_RESULTS=bench/results/faults.json records it)")
+    elif report.write():
         terminalreporter.write_line(f"written to {RESULTS}")
     else:
         terminalreporter.write_line(f"not every component ran: {RESULTS} left as it was")
