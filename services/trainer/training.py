@@ -488,8 +488,13 @@ class _Run:
             return max(fit, done, 1), True
         return self.epochs_total, self.time_limited
 
-    def report(self, epoch: int, images_per_second: float = 0.0) -> None:
-        """Call ``progress`` with the current state (``loss``, ``accuracy``: set by the caller)."""
+    def report(self, epoch: int, images_per_second: float | None = None) -> None:
+        """Call ``progress`` with the current state (``loss``, ``accuracy``: set by the caller).
+
+        ``images_per_second`` defaults to the training throughput so far (reports during an
+        evaluation have no throughput of their own, and 0 would read as a stall)."""
+        if images_per_second is None:
+            images_per_second = self.train_images / self.train_seconds if self.train_seconds > 0 else 0.0
         now = time.time()
         self.last_report = now
         done = self.step / max(1, self.steps_total)

@@ -125,6 +125,8 @@ def test_progress_is_reported_during_and_after_every_epoch(tiny_run):
     assert ends and ends[-1].val_accuracy == pytest.approx(result.history[-1]["val_accuracy"])
     assert all(p.device == "cpu" and p.learning_rate > 0 for p in training_calls)
     assert len(training_calls) > 3  # also between epoch ends
+    ended_first_epoch = [p for p in training_calls if p.epoch > 1 or p.step == p.steps_total]
+    assert all(p.images_per_second > 0 for p in ended_first_epoch)  # reports during evaluation too
 
 
 def test_history_and_evaluation_are_json(tiny_run):
