@@ -6,8 +6,7 @@ Each service process has one registry (`REGISTRY`) and, when its
 
 * every process: `grpc_server_handled_total` and `grpc_server_handling_seconds`
   by service, method and status code, recorded by the RPC layer
-  (`trainyard.rpc`, through `record_rpc`); health checks and reflection are not
-  counted. For a streaming RPC the "handling time" is the life of the stream.
+  (`trainyard.rpc`, through `record_rpc`); health checks are not counted. For a streaming RPC the "handling time" is the life of the stream.
   Plus the standard `process_*` and `python_*` metrics.
 * scheduler (`SchedulerCollector`): jobs by state and flavor, queue length and
   oldest queued job per flavor, registered trainers and their slots per flavor.

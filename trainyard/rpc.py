@@ -2,8 +2,8 @@
 
 One interceptor wraps every handler, in this order: it binds the request id
 (the client's x-request-id, or a new one) to the log context, authenticates the
-caller (`trainyard.auth`: API key or internal token; health checks and
-reflection need none), maps errors and writes one access-log line per RPC
+caller (`trainyard.auth`: API key or internal token; only health checks need
+none), maps errors and writes one access-log line per RPC
 (method, code, tenant, latency). Domain errors (`trainyard.errors`) become status codes here and
 nowhere else; anything unexpected becomes INTERNAL, logged with its traceback.
 
@@ -104,13 +104,14 @@ class AioCallInterceptor(grpc.aio.ServerInterceptor):
 
 def _wrap(handler, method: str, authenticator: auth.Authenticator):
     """The handler with its behavior wrapped: request id, authentication, error mapping, access log."""
-    if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
+    if handler is None or method.startswith("/grpc.health"):
         return handler
 
     def _begin(context) -> None:
         """Bind the request id, then authenticate (raising Unauthenticated / PermissionDenied)."""
         metadata = dict(context.invocation_metadata() or ())
-        structlog.contextvars.bind_contextvars(request_id=metadata.get("x-request-id") or uuid.uuid4().hex[:16])
+        # tenant "-" until authenticated: a refused call must not log the previous call's tenant
+        structlog.contextvars.bind_contextvars(request_id=metadata.get("x-request-id") or uuid.uuid4().hex[:16], tenant="-")
         auth.bind(None)
         principal = authenticator.authenticate(method, metadata)
         auth.bind(principal)

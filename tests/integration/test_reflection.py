@@ -33,8 +33,11 @@ def generic_call(ch: grpc.Channel, pool: descriptor_pool.DescriptorPool, method_
 
 @pytest.mark.parametrize("service", ["trainyard.dataset.v1.DatasetService", "trainyard.scheduler.v1.SchedulerService",
                                      "trainyard.trainer.v1.TrainerService"])
-def test_every_service_is_listed_and_described(servers, service):
-    ch = channel(f"127.0.0.1:{servers[service]}")
+def test_every_service_is_listed_and_described(servers, security, service):
+    with pytest.raises(grpc.RpcError) as exc:  # reflection needs a key like every RPC but the health check
+        ProtoReflectionDescriptorDatabase(channel(f"127.0.0.1:{servers[service]}")).get_services()
+    assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    ch = security.channel(f"127.0.0.1:{servers[service]}")
     database = ProtoReflectionDescriptorDatabase(ch)
     services = database.get_services()
     assert service in services and "grpc.health.v1.Health" in services
