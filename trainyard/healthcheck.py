@@ -36,6 +36,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from trainyard.tls import ClientTls
+
 # The servers' own defaults (services/<name>/server.py).
 _LISTEN_DEFAULTS = {"dataset": "127.0.0.1:50051", "scheduler": "127.0.0.1:50052", "trainer": "127.0.0.1:50053"}
 
@@ -63,9 +65,7 @@ def local_target(address: str) -> str:
 class ProbeTls:
     """How the probe speaks TLS to a server configured by the same environment."""
 
-    root_ca: bytes
-    cert_chain: bytes | None
-    private_key: bytes | None
+    client: ClientTls
     server_name: str  # what the server's certificate is checked against
 
     @classmethod
@@ -83,10 +83,7 @@ class ProbeTls:
             key = env.get("TRAINYARD_TLS_CLIENT_KEY") or env.get("TRAINYARD_TLS_KEY", "")
             cert_chain, private_key = Path(cert).read_bytes(), Path(key).read_bytes()
         name = env.get("TRAINYARD_TLS_SERVER_NAME") or certificate_name(server_chain)
-        return cls(root_ca, cert_chain, private_key, name)
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(self.root_ca, self.private_key, self.cert_chain)
+        return cls(ClientTls(root_ca, cert_chain, private_key), name)
 
 
 def certificate_name(pem: bytes) -> str:
@@ -131,7 +128,7 @@ def check(address: str, service: str = "", timeout: float = 3.0, env: Mapping[st
         # The probe dials an address (127.0.0.1) the certificate need not name.
         if env.get("TRAINYARD_TLS_SERVER_NAME") or _is_address_literal(target.rpartition(":")[0]):
             options.append(("grpc.ssl_target_name_override", tls.server_name))
-        channel = grpc.secure_channel(target, tls.credentials(), options=options)
+        channel = grpc.secure_channel(target, tls.client.credentials(), options=options)
     with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(

@@ -4,7 +4,7 @@ One interceptor wraps every handler, in this order: it binds the request id
 (the client's x-request-id, or a new one) to the log context, authenticates the
 caller (`trainyard.auth`: API key or internal token; only health checks need
 none), maps errors and writes one access-log line per RPC
-(method, code, tenant, latency). Domain errors (`trainyard.errors`) become status codes here and
+(method, code, tenant, key id, latency). Domain errors (`trainyard.errors`) become status codes here and
 nowhere else; anything unexpected becomes INTERNAL, logged with its traceback.
 
 Servers are threaded (`grpc.server`) except where a service streams to very many
@@ -110,12 +110,13 @@ def _wrap(handler, method: str, authenticator: auth.Authenticator):
     def _begin(context) -> None:
         """Bind the request id, then authenticate (raising Unauthenticated / PermissionDenied)."""
         metadata = dict(context.invocation_metadata() or ())
-        # tenant "-" until authenticated: a refused call must not log the previous call's tenant
-        structlog.contextvars.bind_contextvars(request_id=metadata.get("x-request-id") or uuid.uuid4().hex[:16], tenant="-")
+        # "-" until authenticated: a refused call must not log the previous call's caller
+        structlog.contextvars.bind_contextvars(request_id=metadata.get("x-request-id") or uuid.uuid4().hex[:16],
+                                               tenant="-", key="-")
         auth.bind(None)
         principal = authenticator.authenticate(method, metadata)
         auth.bind(principal)
-        structlog.contextvars.bind_contextvars(tenant=principal.tenant or "-")
+        structlog.contextvars.bind_contextvars(tenant=principal.tenant or "-", key=principal.key_id)
 
     def wrap_unary(behavior):
         if inspect.iscoroutinefunction(behavior):

@@ -87,15 +87,18 @@ class Client:
         `api_key` is sent with every call; `tls` (a `trainyard.tls.ClientTls`: the CA to trust and,
         for mTLS, the client certificate) turns TLS on.
         """
-        defaults = Connection.from_env()
+        if None in (dataset_address, scheduler_address, api_key, tls):  # read the environment only when needed
+            defaults = Connection.from_env()
+            dataset_address = dataset_address or defaults.dataset
+            scheduler_address = scheduler_address or defaults.scheduler
+            api_key = api_key or defaults.api_key
+            tls = tls or defaults.tls
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        api_key = api_key or defaults.api_key
-        tls = tls or defaults.tls
         credentials = CallCredentials(api_key) if api_key else None
-        self._datasets = ds_grpc.DatasetServiceStub(channel(dataset_address or defaults.dataset, tls, credentials))
-        self._scheduler = sc_grpc.SchedulerServiceStub(channel(scheduler_address or defaults.scheduler, tls, credentials))
+        self._datasets = ds_grpc.DatasetServiceStub(channel(dataset_address, tls, credentials))
+        self._scheduler = sc_grpc.SchedulerServiceStub(channel(scheduler_address, tls, credentials))
 
     # plumbing --------------------------------------------------------------------
     def _call(self, method, request, timeout: float | None, *, idempotent: bool = True):
