@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import json
 import logging
 import os
@@ -468,15 +469,16 @@ class S3Server:
             if code is not None:
                 return f"the process exited with status {code}"
             try:
-                if client.bucket_exists(ep.bucket):
-                    break
-                try:
-                    client.make_bucket(ep.bucket)
-                except S3Error as exc:  # weed's own -bucket may win the race
-                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                        raise
-                else:
-                    break
+                if not client.bucket_exists(ep.bucket):
+                    try:
+                        client.make_bucket(ep.bucket)
+                    except S3Error as exc:  # weed's own -bucket may win the race
+                        if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                            raise
+                # Ready means objects can be written and read: weed answers bucket calls before its
+                # volume server has joined, and reads then fail with InternalError for a moment.
+                _round_trip(client, ep.bucket)
+                break
             except S3Error as exc:
                 last = f"{exc.code}: {exc.message}"
             except Exception as exc:  # not listening yet
@@ -543,6 +545,20 @@ class S3Server:
             return f"(log unreadable: {exc})"
         lines = text.rstrip().splitlines()[-max_lines:]
         return "\n".join(lines) if lines else "(no output)"
+
+
+def _round_trip(client, bucket: str) -> None:
+    """Write, read back and delete a probe object; raises S3Error while the server cannot."""
+    key, data = ".trainyard-ready-probe", b"ready"
+    client.put_object(bucket, key, io.BytesIO(data), len(data))
+    response = client.get_object(bucket, key)
+    try:
+        if response.read() != data:
+            raise RuntimeError("the probe object came back changed")
+    finally:
+        response.close()
+        response.release_conn()
+    client.remove_object(bucket, key)
 
 
 def _probe_http() -> urllib3.PoolManager:
