@@ -13,5 +13,6 @@ python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchv
 # our package without its dependencies (the host has no registry); the GPU checks need only torch and friends
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null 2>&1 || echo "editable install failed"
 python3 bench/train.py --throughput --output "$OUT/train-throughput.json"
-python3 bench/train.py --images 2000 --epochs 4 --output "$OUT/train.json"
+python3 bench/train.py --images 2000 --output "$OUT/train.json"  # the preset's 10 epochs
+python3 bench/presets.py --output "$OUT/presets.json"
 python3 bench/digits.py --out "$OUT/digits.json"

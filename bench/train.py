@@ -3,12 +3,14 @@
 Same images (photo-sized JPEGs, 1024×768 by default as in bench/upload.py, or
 `--size 640x480`; 4 classes), same model
 (`performance_first`: MobileNetV3-Small at 128 px), batch size, optimizer,
-epochs, and an evaluation after every epoch in both. The baseline is the
+epochs, and an evaluation after every epoch in both. The epochs are the preset's
+schedule (10) unless `--epochs` says otherwise; when the trainer stops early, the
+baseline runs as many epochs as it did. The baseline is the
 textbook loop: ImageFolder + DataLoader (2 workers) + PIL decode every epoch +
 Resize/ToTensor/Normalize transforms. The trainer decodes each image once into
 a uint8 tensor cache and augments and normalises whole batches on the device.
 
-    python bench/train.py [--images 400] [--epochs 4] [--output PATH]
+    python bench/train.py [--images 400] [--epochs N] [--output PATH]
     python bench/train.py --throughput [--output PATH]   # on a GPU
 
 Prints images/s of each and the ratio; writes bench/results/train.json.
@@ -177,7 +179,7 @@ def step_throughput(arch: str, batch: int = 256, resolution: int = 224, steps: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, help="default: the preset's schedule, as a user's job runs it")
     parser.add_argument("--size", default="1024x768", help="photo size WIDTHxHEIGHT")
     parser.add_argument("--throughput", action="store_true", help="training-step images/s of ResNet-18/50 (GPU)")
     parser.add_argument("--output", type=Path, help="where to write the JSON (default bench/results/)")
@@ -198,7 +200,7 @@ def main() -> None:
         samples = make_images(args.images, folder, width, height)
         preset = get_preset("performance_first")
         warm_up(preset.arch, 128)
-        ours = trainer_pipeline(samples, args.epochs)
+        ours = trainer_pipeline(samples, args.epochs or preset.epochs)
         plain = baseline(folder, ours["epochs"], ours["resolution"], ours["arch"])
     results = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",

@@ -75,6 +75,7 @@ SIZE_SAMPLE = 256  # images whose size decides the training resolution
 STATS_SAMPLE = 1024  # images whose pixels give the normalisation (mean and std)
 DECODE_CHUNK = 256  # images decoded between progress reports
 EVAL_BATCH_SIZE = 256
+GPU_CACHE_SHARE = 0.25  # of the GPU's free memory the decoded-image cache may take; the rest: model, activations
 PRECISE_BN_IMAGES = 512  # training images that re-estimate batch-norm statistics (precise BN)
 FALLBACK_BN_IMAGES = 128  # ... when a run stopped before its first epoch ended: fewer, to be quick
 INCREMENTAL_LR_SCALE = 0.5  # a model that starts from a trained one takes smaller steps
@@ -144,7 +145,9 @@ class TrainResult:
     resolution: int
     arch: str
     init: str  # "scratch" | "pretrained:<file>" | "incremental:<how>"
-    pipeline: str = "cached"  # "cached": decoded once; "streamed": decoded per batch (over the cache budget)
+    # "cached": decoded once, kept in host memory; "cached-gpu": decoded once, kept on the GPU;
+    # "streamed": decoded per batch (over the cache budget)
+    pipeline: str = "cached"
 
 
 # --- data -------------------------------------------------------------------------------
@@ -213,6 +216,16 @@ def cache_budget() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     except (ValueError, OSError, AttributeError):
         return 4 * 2**30
+
+
+def cache_on_gpu(cache_bytes: int, device: torch.device) -> bool:
+    """Whether the decoded-image cache goes to the training GPU: when it takes at most
+    GPU_CACHE_SHARE of that GPU's free memory. Batches are then gathered and augmented
+    without a host-to-device copy."""
+    if device.type != "cuda":
+        return False
+    free, _total = torch.cuda.mem_get_info(device)
+    return cache_bytes <= GPU_CACHE_SHARE * free
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -544,7 +557,6 @@ def train_one_epoch(
     order = run.ddp.shard_order(torch.randperm(len(x), generator=run.order_generator))
     if len(order) < run.batch_size:  # a batch of one breaks batch norm: repeat the images
         order = order.repeat(math.ceil(run.batch_size / len(order)))
-    channels_last = torch.channels_last if run.device.type == "cuda" else torch.contiguous_format
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), dtype=torch.long, device=run.device)
     seen = 0
@@ -569,7 +581,7 @@ def train_one_epoch(
 
         with run.autocast():
             batch = model.normalize(augment(images.float() / 255, run.generator))
-            logits = net(batch.contiguous(memory_format=channels_last))
+            logits = net(batch.contiguous(memory_format=torch.channels_last))
             loss = F.cross_entropy(
                 logits.float(), labels, label_smoothing=run.preset.label_smoothing
             )
@@ -640,7 +652,6 @@ def recalibrate_batch_norm(
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the batches below
     model.net.train()
-    channels_last = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     subset = x[:: max(1, len(x) // images)][:images]
     if len(subset) < 2:  # batch norm needs two values per channel
         subset = subset.repeat(2, 1, 1, 1)
@@ -648,7 +659,7 @@ def recalibrate_batch_norm(
     for start in range(0, len(subset) - batch_size + 1, batch_size):
         batch = subset[start : start + batch_size].to(device, non_blocking=True)
         with autocast():
-            model.net(model.normalize(batch.float() / 255).contiguous(memory_format=channels_last))
+            model.net(model.normalize(batch.float() / 255).contiguous(memory_format=torch.channels_last))
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     ddp.broadcast_buffers(model.net)
@@ -692,13 +703,12 @@ def probabilities(
     """Class probabilities (cpu float, samples × classes) of uint8 images ``x`` (or of its
     ``rows``, a contiguous range), batch by batch."""
     model.eval()
-    channels_last = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     rows = range(len(x)) if rows is None else rows
     probs = []
     for start in range(rows.start, rows.stop, EVAL_BATCH_SIZE):
         images = x[start : min(start + EVAL_BATCH_SIZE, rows.stop)].to(device, non_blocking=True)
         with autocast():
-            probs.append(model(images.contiguous(memory_format=channels_last)).float().cpu())
+            probs.append(model(images.contiguous(memory_format=torch.channels_last)).float().cpu())
         tick()
     return torch.cat(probs)
 
@@ -795,6 +805,9 @@ def train(
         val_x = decode_images(
             val_samples, fetch, resolution, lambda done: decoded(len(train_samples) + done)
         )
+        if cache_on_gpu(cache_bytes, device):
+            train_x, val_x = train_x.to(device), val_x.to(device)
+            pipeline = "cached-gpu"
     else:  # over the budget: decode each batch as it is needed (threads; the GIL is released)
         train_x = StreamedImages(train_samples, fetch, resolution)
         val_x = StreamedImages(val_samples, fetch, resolution)
@@ -807,8 +820,9 @@ def train(
     init = _init_weights(net, arch, classes, init_checkpoint)
     model = InferenceModel(net, _normalization(init, init_checkpoint, train_x), resolution)
     model.to(device)
-    if device.type == "cuda":
-        net.to(memory_format=torch.channels_last)
+    # channels-last on every device: oneDNN on CPU is faster with it too (MobileNetV3-Small at
+    # 128 px trains 1.3x faster on 2 cores, ResNet-18 at 224 px 1.2x, ResNet-50 1.1-1.4x)
+    net.to(memory_format=torch.channels_last)
     train_net = ddp.wrap(net)  # DDP: rank 0's weights on every rank, gradients averaged
     if ddp.active:  # ranks draw different dropout masks
         torch.manual_seed(config.seed + ddp.rank)
@@ -1036,6 +1050,7 @@ def load_model(
     """The checkpoint's model in eval mode (uint8 RGB NCHW in, probabilities out) and its preprocessing spec."""
     net = build_model(checkpoint["arch"], len(checkpoint["classes"]), int(checkpoint["resolution"]))
     net.load_state_dict(checkpoint["state_dict"])
+    net.to(memory_format=torch.channels_last)
     model = InferenceModel(
         net,
         checkpoint["normalization"],

@@ -376,3 +376,18 @@ def test_a_dataset_over_the_cache_budget_is_decoded_per_batch(digits):
     assert len(fetched) > 2 * len(samples)  # decoded again on every pass, not cached
     assert result.evaluation["accuracy"] > 0.3  # it still learns (10 classes: chance is 0.1)
     assert sum(c["support"] for c in result.evaluation["classes"]) == sum(s.usage == "EVAL" for s in samples)
+
+
+def test_the_cache_goes_to_the_gpu_only_when_it_takes_a_quarter_of_its_free_memory_at_most(monkeypatch):
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (40 * gib, 141 * gib))
+    gpu = torch.device("cuda", 0)
+    assert training.cache_on_gpu(10 * gib, gpu)
+    assert not training.cache_on_gpu(10 * gib + 1, gpu)
+    assert not training.cache_on_gpu(1024, torch.device("cpu"))  # a CPU run keeps it in host memory
+
+
+def test_a_cpu_run_keeps_its_cache_in_host_memory(digits):
+    samples, images = digits
+    config = TrainConfig(classes=CLASSES, preference="performance_first", max_epochs=1, seed=3)
+    assert training.train(samples, images, config).pipeline == "cached"
