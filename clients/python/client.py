@@ -217,8 +217,11 @@ class Client:
         response = self._call(self._datasets.CheckTrainability, ds.CheckTrainabilityRequest(dataset_id=dataset), timeout)
         return types.TrainabilityReport.from_proto(response.report)
 
-    def publish_version(self, dataset: str, name: str = "", train_ratio: str = "", seed: int = 0, *, timeout: float | None = None) -> types.DatasetVersion:
-        request = ds.PublishVersionRequest(dataset_id=dataset, version_name=name, train_ratio=train_ratio, seed=seed)
+    def publish_version(self, dataset: str, name: str = "", train_ratio: str | None = None, seed: int = 0, *, timeout: float | None = None) -> types.DatasetVersion:
+        """Publish a version; ``train_ratio`` None means 0.8, any text (even "") is checked by the server (S3)."""
+        request = ds.PublishVersionRequest(dataset_id=dataset, version_name=name, seed=seed)
+        if train_ratio is not None:
+            request.train_ratio = train_ratio
         return types.DatasetVersion.from_proto(self._call(self._datasets.PublishVersion, request, timeout, idempotent=False).version)
 
     def get_version(self, dataset: str, name: str, *, timeout: float | None = None) -> types.DatasetVersion:
@@ -245,7 +248,7 @@ class Client:
         *,
         dataset_version: str = "",
         new_version_name: str = "",
-        train_ratio: str = "",
+        train_ratio: str | None = None,
         seed: int = 0,
         incremental_model_version: str = "",
         max_duration_minutes: int = 0,
@@ -258,15 +261,18 @@ class Client:
     ) -> types.TrainingJob:
         """Create a job; defaults are the source document's (ratio 0.8, 60 minutes, balance, free flavor).
 
+        ``train_ratio`` None leaves it out (0.8); any text given, even "", is checked by the server (S3).
         A request id (generated when not given) makes the call safe to retry.
         """
         request = sc.CreateTrainingJobRequest(
             request_id=request_id or uuid.uuid4().hex, dataset_id=dataset, dataset_version=dataset_version,
-            new_version_name=new_version_name, train_ratio=train_ratio, seed=seed,
+            new_version_name=new_version_name, seed=seed,
             incremental_model_version=incremental_model_version, max_duration_minutes=max_duration_minutes,
             preference=common.TrainingPreference.Value("TRAINING_PREFERENCE_" + preference.upper()) if preference else 0,
             flavor_id=flavor, accept_free_terms=accept_free_terms, max_epochs=max_epochs,
         )
+        if train_ratio is not None:
+            request.train_ratio = train_ratio
         response = self._call(self._scheduler.CreateTrainingJob, request, timeout or max(self.timeout, 300))
         return types.TrainingJob.from_proto(response.training_job)
 

@@ -70,11 +70,16 @@ class ImageInfo:
 
 
 class InvalidImage(Exception):
-    """An upload that is not an acceptable image; ``reason`` is written for people."""
+    """An upload that is not an acceptable image; ``reason`` is written for people.
 
-    def __init__(self, reason: str) -> None:
+    ``over_pixel_limit`` is set when the image has more pixels than allowed, so that a
+    caller can name the setting behind the limit.
+    """
+
+    def __init__(self, reason: str, *, over_pixel_limit: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.over_pixel_limit = over_pixel_limit
 
 
 def inspect_image(
@@ -98,7 +103,8 @@ def inspect_image(
         if width * height > max_pixels:
             raise InvalidImage(
                 f"the image is {width} × {height} = {width * height:,} pixels; "
-                f"the limit is {max_pixels:,} pixels"
+                f"the limit is {max_pixels:,} pixels",
+                over_pixel_limit=True,
             )
         info = ImageInfo(
             format=str(image.format),
@@ -126,7 +132,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
         raise InvalidImage(
             f"the image has more than {pillow_limit:,} pixels; "
-            f"the limit is {min(max_pixels, pillow_limit):,} pixels"
+            f"the limit is {min(max_pixels, pillow_limit):,} pixels",
+            over_pixel_limit=True,
         ) from None
     except UnidentifiedImageError:
         raise InvalidImage(_unaccepted_reason(data)) from None

@@ -16,6 +16,7 @@ import re
 import secrets
 import threading
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +51,10 @@ class Limits:
         """Why a file over max_image_bytes is rejected (its size when known)."""
         what = f"the file is {size:,} bytes" if size is not None else "the file is larger"
         return f"{what}; the limit is {self.max_image_bytes:,} bytes per image (TRAINYARD_MAX_IMAGE_BYTES)"
+
+    def rejection(self, invalid: images.InvalidImage) -> str:
+        """Why validation rejected a file, naming the setting when it was the pixel limit."""
+        return f"{invalid.reason} (TRAINYARD_MAX_IMAGE_PIXELS)" if invalid.over_pixel_limit else invalid.reason
 
     def check(self, tenant: str, dataset: DatasetRow, usage: Usage) -> None:
         """ResourceExhausted naming the limit when `usage` (as a request would leave it) is over one."""
@@ -333,7 +338,7 @@ class DatasetService:
                     buffer = bytearray()
         name = header.file_name
         if too_big:
-            return UploadOutcome(name, "rejected", reason=self.limits.image_too_big())
+            return UploadOutcome(name, "rejected", reason=self.limits.image_too_big(header.size_bytes or None))
         if header.size_bytes and len(buffer) != header.size_bytes:
             return UploadOutcome(name, "rejected", reason=f"incomplete: {len(buffer)} of {header.size_bytes} bytes arrived")
         try:
@@ -352,7 +357,7 @@ class DatasetService:
         try:
             info = images.inspect_image(data, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels)
         except images.InvalidImage as exc:
-            return UploadOutcome(name, "rejected", reason=exc.reason)
+            return UploadOutcome(name, "rejected", reason=self.limits.rejection(exc))
         image_id = hashlib.sha256(data).hexdigest()
         if self.store.get_image(dataset_id, image_id) is None:
             if not budget.take(image_id, len(data)):
@@ -381,6 +386,7 @@ class DatasetService:
         if label and unlabeled_only:
             raise InvalidArgument.field("label", "must be empty when unlabeled_only is set")
         offset, limit = paging.page(page_size, page_token)
+        label = unicodedata.normalize("NFC", label)  # as stored (rules.validate_label)
         rows = self.store.list_images(dataset.id, label or None, unlabeled_only, offset, limit)
         return rows, paging.next_token(offset, limit, len(rows))
 
@@ -477,6 +483,7 @@ class DatasetService:
             new_label = rules.validate_label(new_label)
         except InvalidArgument as exc:
             raise InvalidArgument.field("new_label", exc.message) from None
+        label = unicodedata.normalize("NFC", label)  # labels are stored in NFC (rules.validate_label)
         changed = self.store.rename_label(dataset.id, label, new_label, self.clock())
         if not changed:
             raise NotFound(f"no image of dataset {dataset.display_name!r} is labeled {label!r}")
@@ -486,8 +493,12 @@ class DatasetService:
     def delete_dataset(self, tenant: str, dataset_id: str) -> None:
         """Hide the dataset at once; purge its rows and objects after the retention period.
 
-        Jobs that already use one of its versions read immutable objects that stay
-        until the purge, and the retention outlasts the longest job (6000 minutes).
+        A job already started on one of its versions reads immutable objects that stay
+        until the purge, and the retention outlasts the longest job (6000 minutes), so it
+        finishes normally. A job still queued never starts: the scheduler checks the
+        dataset before dispatch (and every TRAINYARD_DATASET_CHECK_SECONDS) and ends it
+        FAILED, saying the dataset was deleted. Model versions live under models/, which
+        the purge leaves alone; the scheduler keeps serving them by the dataset's id.
         """
         dataset = self.get_dataset(tenant, dataset_id)
         self.store.mark_deleted(dataset.id, self.clock())
@@ -518,7 +529,10 @@ class DatasetService:
         return removed
 
     def purge_deleted(self, retention_seconds: float) -> list[str]:
-        """Remove datasets deleted more than `retention_seconds` ago: objects first, then rows."""
+        """Remove datasets deleted more than `retention_seconds` ago: objects first, then rows.
+
+        Only `datasets/<id>/` (images, manifests); trained models (`models/<id>/`) stay.
+        """
         purged = []
         for dataset_id in self.store.deleted_before(self.clock() - retention_seconds):
             for key in self.objects.list_keys(f"datasets/{dataset_id}/"):
@@ -535,14 +549,18 @@ class DatasetService:
         return TrainabilityReport(rules.check_trainability(counts), counts, unlabeled)
 
     # versions --------------------------------------------------------------------
-    def publish(self, tenant: str, dataset_id: str, version_name: str = "", train_ratio: str = "", seed: int = 0) -> VersionView:
+    def publish(
+        self, tenant: str, dataset_id: str, version_name: str = "", train_ratio: str | None = None, seed: int = 0
+    ) -> VersionView:
         """Publish the labeled images as an immutable version (S2, S3).
 
+        ``train_ratio`` None (left out) means the default, 0.8; any text given, the
+        empty string included, is checked as typed (S3), so "" is refused.
         Every input is checked before anything is written. The version exists once
         its row commits; manifest and metadata are written before that.
         """
         dataset = self.get_dataset(tenant, dataset_id)
-        ratio_text = train_ratio or rules.DEFAULT_TRAIN_RATIO
+        ratio_text = rules.DEFAULT_TRAIN_RATIO if train_ratio is None else train_ratio
         ratio = rules.parse_train_ratio(ratio_text)
         if version_name:
             rules.validate_version_name(version_name)

@@ -60,7 +60,9 @@ class DatasetServicer(api_grpc.DatasetServiceServicer):
         return api.CheckTrainabilityResponse(report=mapping.report(self.service.check_trainability(auth.tenant(), request.dataset_id)))
 
     def PublishVersion(self, request, context):
-        view = self.service.publish(auth.tenant(), request.dataset_id, request.version_name, request.train_ratio, request.seed)
+        # Left out (None) means the default ratio; an explicit "" is passed on and refused.
+        train_ratio = request.train_ratio if request.HasField("train_ratio") else None
+        view = self.service.publish(auth.tenant(), request.dataset_id, request.version_name, train_ratio, request.seed)
         return api.PublishVersionResponse(version=mapping.version(view))
 
     def GetVersion(self, request, context):

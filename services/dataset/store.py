@@ -256,7 +256,16 @@ class DatasetStore:
         return changed
 
     def rename_label(self, dataset_id: str, label: str, new_label: str, now: float) -> int:
+        """Give every image labeled `label` the label `new_label`; how many images carry `label`.
+
+        Renaming a label to itself changes nothing: the label times stay, so a version
+        published afterwards has the same manifest bytes (and content hash) as before.
+        """
         with self.db.transaction() as tx:
+            if label == new_label:
+                return int(tx.execute(
+                    "SELECT COUNT(*) AS n FROM images WHERE dataset_id = ? AND label = ?", (dataset_id, label),
+                ).fetchone()["n"])
             return tx.execute(
                 "UPDATE images SET label = ?, label_time = ? WHERE dataset_id = ? AND label = ?",
                 (new_label, now, dataset_id, label),

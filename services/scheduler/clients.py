@@ -52,8 +52,11 @@ class DatasetClient:
             raise domain_error(exc) from None
         return VersionInfo(v.dataset_id, v.name, v.train_ratio, v.manifest_key)
 
-    def publish_version(self, tenant: str, dataset_id: str, name: str, train_ratio: str, seed: int) -> VersionInfo:
-        request = ds.PublishVersionRequest(dataset_id=dataset_id, version_name=name, train_ratio=train_ratio, seed=seed)
+    def publish_version(self, tenant: str, dataset_id: str, name: str, train_ratio: str | None, seed: int) -> VersionInfo:
+        """Publish a version; train_ratio None leaves the ratio out (the dataset service's default)."""
+        request = ds.PublishVersionRequest(dataset_id=dataset_id, version_name=name, seed=seed)
+        if train_ratio is not None:
+            request.train_ratio = train_ratio
         try:
             v = self.stub.PublishVersion(request, timeout=CALL_TIMEOUT * 4, metadata=_acting_for(tenant)).version
         except grpc.RpcError as exc:

@@ -50,6 +50,7 @@ class SchedulerConfig:
                 heartbeat_timeout_seconds=env_float(env, "TRAINYARD_HEARTBEAT_TIMEOUT_SECONDS", defaults.heartbeat_timeout_seconds),
                 event_retention_seconds=env_float(env, "TRAINYARD_EVENT_RETENTION_DAYS", defaults.event_retention_seconds / 86400) * 86400,
                 job_creations_per_minute=env_int(env, "TRAINYARD_JOB_CREATIONS_PER_MINUTE", defaults.job_creations_per_minute),
+                dataset_check_seconds=env_float(env, "TRAINYARD_DATASET_CHECK_SECONDS", defaults.dataset_check_seconds),
             ),
         )
 

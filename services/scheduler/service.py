@@ -57,6 +57,7 @@ class SchedulerSettings:
     dispatch_interval_seconds: float = 0.5
     event_retention_seconds: float = 30 * 86400  # events of jobs ended longer ago are pruned (the final one stays)
     job_creations_per_minute: int = 60  # per tenant; 0 for no limit
+    dataset_check_seconds: float = 30.0  # how often queued jobs' datasets are checked for deletion
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class JobRequest:
     request_id: str = ""
     dataset_version: str = ""
     new_version_name: str = ""
-    train_ratio: str = ""
+    train_ratio: str | None = None  # None: left out (the default 0.8); "" is refused (rule S3)
     seed: int = 0
     incremental_model_version: str = ""
     max_duration_minutes: int = 0
@@ -101,6 +102,7 @@ class SchedulerService:
         self._request_locks = [threading.Lock() for _ in range(64)]
         self._dispatcher: threading.Thread | None = None
         self._last_prune = 0.0
+        self._last_dataset_check = 0.0
         # No trainer can heartbeat while this process is down, so a trainer's silence counts from
         # our start at the earliest: a scheduler restart never makes a live trainer (and its jobs) lost.
         self._listening_since = clock()
@@ -148,17 +150,17 @@ class SchedulerService:
             raise InvalidArgument.field("preference", f"must be one of {', '.join(PREFERENCES)}")
         if req.max_epochs < 0:
             raise InvalidArgument.field("max_epochs", "must not be negative")
-        if req.train_ratio:
+        if req.train_ratio is not None:
             parse_train_ratio(req.train_ratio)
-        if req.dataset_version and (req.train_ratio or req.new_version_name):
-            field = "train_ratio" if req.train_ratio else "new_version_name"
+        if req.dataset_version and (req.train_ratio is not None or req.new_version_name):
+            field = "train_ratio" if req.train_ratio is not None else "new_version_name"
             raise InvalidArgument.field(field, "applies only when publishing a new version; leave dataset_version empty")
         flavor = self._flavor(req.flavor_id or self.catalog.default_flavor)
         if flavor.is_free and not req.accept_free_terms:
             raise FailedPrecondition(
                 f"the {flavor.display_name} flavor requires accepting its terms (accept_free_terms): {flavor.terms}"
             )
-        dataset_id = self.datasets.resolve_dataset(tenant, req.dataset_id)
+        dataset_id = self._live_dataset(tenant, req.dataset_id)
         init_prefix = ""
         incremental = req.incremental_model_version
         if incremental == "best":
@@ -245,7 +247,7 @@ class SchedulerService:
 
     def list_jobs(self, tenant: str, dataset_id: str, page_size: int, page_token: str) -> tuple[list[Job], str]:
         offset, limit = paging.page(page_size, page_token)
-        resolved = self.datasets.resolve_dataset(tenant, dataset_id) if dataset_id else None
+        resolved = self._dataset_of_jobs(tenant, dataset_id) if dataset_id else None
         jobs = self.store.list_jobs(tenant, resolved, offset, limit)
         return jobs, paging.next_token(offset, limit, len(jobs))
 
@@ -292,20 +294,21 @@ class SchedulerService:
 
     # Model versions belong to a dataset, so to its tenant: every read resolves the dataset
     # through the dataset service acting for the caller, which answers NOT_FOUND for another's.
+    # They outlive their dataset: once it is deleted they stay readable by its id (`_dataset_of_jobs`).
     def model_versions(self, tenant: str, dataset_id: str, page_size: int, page_token: str) -> tuple[list[dict[str, Any]], str]:
-        resolved = self.datasets.resolve_dataset(tenant, dataset_id)
+        resolved = self._dataset_of_jobs(tenant, dataset_id)
         offset, limit = paging.page(page_size, page_token)
         versions = self.store.model_versions(resolved, offset, limit)
         return versions, paging.next_token(offset, limit, len(versions))
 
     def best_model_version(self, tenant: str, dataset_id: str) -> str:
         """The version with the highest macro precision (S4's usual starting point); "" when none."""
-        versions = self.store.model_versions(self.datasets.resolve_dataset(tenant, dataset_id))
+        versions = self.store.model_versions(self._dataset_of_jobs(tenant, dataset_id))
         best = max(versions, key=lambda v: (v.get("evaluation", {}).get("macro", {}).get("precision", 0.0), v["version"]), default=None)
         return best["version"] if best else ""
 
     def model_version(self, tenant: str, dataset_id: str, version: str) -> dict[str, Any]:
-        resolved = self.datasets.resolve_dataset(tenant, dataset_id)
+        resolved = self._dataset_of_jobs(tenant, dataset_id)
         if not version:
             raise InvalidArgument.field("version", "is required")
         body = self.store.model_version(resolved, version)
@@ -320,6 +323,29 @@ class SchedulerService:
     def artifact(self, tenant: str, dataset_id: str, version: str, name: str) -> Iterator[bytes]:
         body = self.model_version(tenant, dataset_id, version)
         return self.trainers.artifact(self._any_trainer().address, body["artifactPrefix"], name)
+
+    def _live_dataset(self, tenant: str, id_or_name: str) -> str:
+        """The id of the tenant's live dataset, for a new job; a dataset it deleted is NOT_FOUND, saying so."""
+        try:
+            return self.datasets.resolve_dataset(tenant, id_or_name)
+        except NotFound:
+            if self.store.tenant_used_dataset(tenant, id_or_name):
+                raise NotFound(f"dataset {id_or_name!r} was deleted; a new training job cannot use it "
+                               "(its jobs and model versions stay readable by this id)") from None
+            raise
+
+    def _dataset_of_jobs(self, tenant: str, id_or_name: str) -> str:
+        """The dataset whose jobs or model versions a read names: a live one of the tenant's, or one it deleted.
+
+        A deleted dataset is found by its id only (its name is free for a new dataset), and only
+        by a tenant that had jobs on it, so another tenant still gets the NOT_FOUND of a missing one.
+        """
+        try:
+            return self.datasets.resolve_dataset(tenant, id_or_name)
+        except NotFound:
+            if self.store.tenant_used_dataset(tenant, id_or_name):
+                return id_or_name
+            raise
 
     def _any_trainer(self) -> Trainer:
         """A live trainer to serve a model; serving needs no slot."""
@@ -371,6 +397,7 @@ class SchedulerService:
             try:
                 self._drop_lost_trainers()
                 self._enforce_deadlines()
+                self._fail_jobs_of_deleted_datasets()
                 self._dispatch_once()
                 self._prune_events()
             except Exception:  # the loop must survive anything; log and go on
@@ -392,10 +419,10 @@ class SchedulerService:
         for trainer in self.store.trainers():
             if now - max(trainer.last_seen, self._listening_since) > self.settings.heartbeat_timeout_seconds:
                 log.warning("trainer.lost", trainer_id=trainer.id, silent_seconds=round(now - trainer.last_seen, 1))
-                for job in self.store.jobs_in_states(ACTIVE_STATES):
-                    if job.trainer_id == trainer.id:
-                        self._finish(job.id, "FAILED", "TRAINER_LOST", f"trainer {trainer.id} stopped answering")
-                self.store.delete_trainer(trainer.id)
+                jobs = [j for j in self.store.jobs_in_states(ACTIVE_STATES) if j.trainer_id == trainer.id]
+                self.store.delete_trainer(trainer.id)  # first: whoever sees a job failed sees the trainer gone
+                for job in jobs:
+                    self._finish(job.id, "FAILED", "TRAINER_LOST", f"trainer {trainer.id} stopped answering")
 
     def _enforce_deadlines(self) -> None:
         now = self.clock()
@@ -416,21 +443,107 @@ class SchedulerService:
                 )
                 self._stop_on_trainer(job.trainer_id, job.id, "CANCELLED")
 
+    def _dataset_exists(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], bool | None]:
+        """For each (tenant, dataset id): True while the dataset exists, False once deleted, None when unknown.
+
+        Asked of the dataset service acting for the job's tenant, outside any transaction.
+        """
+        answers: dict[tuple[str, str], bool | None] = {}
+        for tenant, dataset_id in sorted(pairs):
+            try:
+                # by id; a live dataset that took the deleted one's id as its name is another dataset
+                answers[(tenant, dataset_id)] = self.datasets.resolve_dataset(tenant, dataset_id) == dataset_id
+            except NotFound:
+                answers[(tenant, dataset_id)] = False
+            except TrainyardError as exc:
+                log.warning("dataset.check_failed", dataset_id=dataset_id, tenant=tenant, error=exc.message)
+                answers[(tenant, dataset_id)] = None
+        return answers
+
+    def _fail_deleted_tx(self, tx, job: Job, now: float) -> None:
+        self._finish_tx(tx, job.id, "FAILED", "ERROR",
+                        f"dataset {job.dataset_id} was deleted before the job started; "
+                        "the job did not run, made no model version and was not billed", now)
+
+    def _fail_jobs_of_deleted_datasets(self) -> None:
+        """Every `dataset_check_seconds`: end the queued jobs whose dataset was deleted.
+
+        Dispatch checks a job's dataset again right before starting it; this sweep makes a
+        job that would wait long (a busy free queue, no trainer) end soon after the deletion.
+        """
+        now = self.clock()
+        if now - self._last_dataset_check < self.settings.dataset_check_seconds:
+            return
+        self._last_dataset_check = now
+        queued = self.store.jobs_in_states(("QUEUED",))
+        exists = self._dataset_exists({(j.tenant, j.dataset_id) for j in queued})
+        gone = [j for j in queued if exists[(j.tenant, j.dataset_id)] is False]
+        if not gone:
+            return
+        with self.store.transaction() as tx:
+            for job in gone:
+                current = self.store.get_job(job.id, tx)
+                if current is not None and current.state == "QUEUED":
+                    self._fail_deleted_tx(tx, current, self.clock())
+        self._wake()
+
     def _dispatch_once(self) -> None:
         """Start every queued job that has a slot and quota; refresh queue positions.
 
         Queues are FIFO per flavor, best-effort: a job that waits only for its
         tenant's quota lets later jobs of other tenants pass, so one tenant cannot
         block a flavor; its place never goes back.
+
+        A job is started only once the dataset service confirms that its dataset still
+        exists; a job whose dataset was deleted while it waited ends FAILED instead, so it
+        never reaches a trainer (whose objects may be purged by then). While the dataset
+        service cannot answer, the job keeps its place and waits.
         """
+        planned = self._plan_dispatch()
+        if not planned:
+            return
+        exists = self._dataset_exists({(job.tenant, job.dataset_id) for job, _ in planned})
+        started: list[str] = []
+        with self.store.transaction() as tx:
+            now = self.clock()
+            for planned_job, trainer in planned:
+                job = self.store.get_job(planned_job.id, tx)
+                if job is None or job.state != "QUEUED":  # cancelled meanwhile
+                    continue
+                answer = exists[(job.tenant, job.dataset_id)]
+                if answer is False:
+                    self._fail_deleted_tx(tx, job, now)
+                    continue
+                if answer is None:
+                    wait = f"waiting for the dataset service to confirm that dataset {job.dataset_id} still exists"
+                    if wait != job.wait_reason:
+                        self.store.update_job(tx, job.id, wait_reason=wait)
+                        self.store.append_event(tx, job.id, now, {"queuePosition": {
+                            "position": job.queue_position, "jobsAhead": max(0, job.queue_position - 1), "waitReason": wait}})
+                    continue
+                self.store.update_job(tx, job.id, state="STARTING", trainer_id=trainer.id, start_time=now,
+                                      queue_position=0, wait_reason="")
+                self.store.append_event(tx, job.id, now, {"stateChange": {
+                    "state": "TRAINING_JOB_STATE_STARTING", "message": f"dispatched to trainer {trainer.id}"}})
+                started.append(job.id)
+        self._wake()
+        for job_id in started:
+            log.info("job.dispatched", job_id=job_id)
+            self._start_runner(job_id, attach=False)
+
+    def _plan_dispatch(self) -> list[tuple[Job, Trainer]]:
+        """The queued jobs that have a slot and quota now, each with its trainer; refreshes queue positions.
+
+        Only the dispatcher thread starts jobs, so the slots planned here stay free until they are taken.
+        """
+        planned: list[tuple[Job, Trainer]] = []
         with self.store.transaction() as tx:
             queued = self.store.jobs_in_states(("QUEUED",), tx)
             if not queued:
-                return
+                return planned
             active = self.store.jobs_in_states(ACTIVE_STATES, tx)
             trainers = self._live_trainers()
             used = {t.id: sum(1 for j in active if j.trainer_id == t.id) for t in trainers}
-            started: list[str] = []
             position: dict[str, int] = {}
             now = self.clock()
             for job in queued:
@@ -448,12 +561,8 @@ class SchedulerService:
                 else:
                     trainer = free[0]
                     used[trainer.id] += 1
-                    self.store.update_job(tx, job.id, state="STARTING", trainer_id=trainer.id, start_time=now,
-                                          queue_position=0, wait_reason="")
-                    self.store.append_event(tx, job.id, now, {"stateChange": {
-                        "state": "TRAINING_JOB_STATE_STARTING", "message": f"dispatched to trainer {trainer.id}"}})
-                    active.append(self.store.get_job(job.id, tx))
-                    started.append(job.id)
+                    active.append(job)  # counts against its tenant's quota for the jobs after it
+                    planned.append((job, trainer))
                     continue
                 position[job.flavor_id] = position.get(job.flavor_id, 0) + 1
                 place = position[job.flavor_id]
@@ -462,9 +571,7 @@ class SchedulerService:
                     self.store.append_event(tx, job.id, now, {"queuePosition": {
                         "position": place, "jobsAhead": place - 1, "waitReason": wait}})
         self._wake()
-        for job_id in started:
-            log.info("job.dispatched", job_id=job_id)
-            self._start_runner(job_id, attach=False)
+        return planned
 
     # following a trainer ---------------------------------------------------------
     def _start_runner(self, job_id: str, attach: bool) -> None:

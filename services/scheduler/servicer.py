@@ -29,9 +29,11 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
         preference = ""
         if request.preference:
             preference = enum_name(common.TrainingPreference, request.preference, "TRAINING_PREFERENCE_", "preference")
+        # Left out (None) means the default ratio; an explicit "" is passed on, to be refused (S3).
+        train_ratio = request.train_ratio if request.HasField("train_ratio") else None
         job = self.service.create_job(auth.tenant(), JobRequest(
             request_id=request.request_id, dataset_id=request.dataset_id, dataset_version=request.dataset_version,
-            new_version_name=request.new_version_name, train_ratio=request.train_ratio, seed=request.seed,
+            new_version_name=request.new_version_name, train_ratio=train_ratio, seed=request.seed,
             incremental_model_version=request.incremental_model_version,
             max_duration_minutes=request.max_duration_minutes, preference=preference, flavor_id=request.flavor_id,
             accept_free_terms=request.accept_free_terms, max_epochs=request.max_epochs,

@@ -201,6 +201,11 @@ class SchedulerStore:
         rows = tx.execute(sql, states).fetchall() if tx else self.db.query(sql, states)
         return [_job(r) for r in rows]
 
+    def tenant_used_dataset(self, tenant: str, dataset_id: str) -> bool:
+        """Whether the tenant ever created a job on the dataset of that id (live or deleted since)."""
+        return self.db.query_one("SELECT 1 FROM jobs WHERE tenant = ? AND dataset_id = ? LIMIT 1",
+                                 (tenant, dataset_id)) is not None
+
     def jobs_created_since(self, tenant: str, since: float) -> list[float]:
         """Creation times of the tenant's jobs created at or after `since`, oldest first."""
         rows = self.db.query("SELECT create_time FROM jobs WHERE tenant = ? AND create_time >= ? ORDER BY create_time",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -94,7 +96,6 @@ def test_upload_stores_by_sha256_and_rejects_bad_files_without_aborting(stub, ob
     assert statuses == [dataset_pb2.UPLOAD_STATUS_STORED, dataset_pb2.UPLOAD_STATUS_REJECTED,
                         dataset_pb2.UPLOAD_STATUS_DUPLICATE, dataset_pb2.UPLOAD_STATUS_STORED]
     assert response.results[1].reason
-    import hashlib
     image_id = hashlib.sha256(good).hexdigest()
     assert response.results[0].image_id == image_id
     assert objects.get_bytes(f"datasets/{ds.id}/images/{image_id[:2]}/{image_id}") == good
@@ -106,15 +107,14 @@ def test_upload_stores_by_sha256_and_rejects_bad_files_without_aborting(stub, ob
 
 def test_upload_of_20_mib_larger_than_grpc_message_limit(stub, objects):
     ds = new_dataset(stub)
-    side = 2600  # 2600 × 2600 × 3 bytes ≈ 20.3 MB as BMP
+    side = 2650  # rows of 2650 × 3 = 7950 bytes, padded to 7952: 2650 × 7952 + 54 bytes ≈ 20.1 MiB as BMP
     big = Image.frombytes("RGB", (side, side), bytes(range(256)) * (side * side * 3 // 256) + bytes(side * side * 3 % 256))
     buffer = io.BytesIO()
     big.save(buffer, format="BMP")
     data = buffer.getvalue()
-    assert len(data) >= 20 * 10**6
+    assert len(data) > 20 * 2**20
     response = upload(stub, ds.id, [("big.bmp", "x", data)], chunk=1 << 20)
     assert response.stored_count == 1, response.results
-    import hashlib
     image_id = hashlib.sha256(data).hexdigest()
     assert objects.get_bytes(f"datasets/{ds.id}/images/{image_id[:2]}/{image_id}") == data
 
@@ -227,23 +227,76 @@ def test_publish_rejects_bad_ratio_naming_the_field(stub, digits_dataset, ratio)
 
 
 def test_publish_writes_a_version_readable_with_only_an_s3_client(stub, digits_dataset, s3):
-    v = stub.PublishVersion(api.PublishVersionRequest(dataset_id=digits_dataset.id, train_ratio="0.75", seed=7)).version
-    assert v.name.startswith("v")
+    """Metadata and manifest, read with a bare S3 client, say what GetVersion and ListImages say."""
+    ds = digits_dataset.id
+    first = stub.PublishVersion(api.PublishVersionRequest(dataset_id=ds, train_ratio="0.75", seed=7)).version
+    published = stub.PublishVersion(api.PublishVersionRequest(dataset_id=ds, train_ratio="0.75", seed=7)).version
+    v = stub.GetVersion(api.GetVersionRequest(dataset_id=ds, version_name=published.name)).version
+    assert v == published
+    assert v.name.startswith("v") and v.parent_version == first.name  # same ratio and seed: the split's parent
+    assert (v.train_ratio, v.seed) == ("0.75", 7)
     assert (v.train_count, v.validation_count) == (150, 50)
+    assert [c.label for c in v.classes] == [str(d) for d in range(10)]
     assert all((c.train_count, c.validation_count) == (15, 5) for c in v.classes)
     ep = s3.endpoint
     raw = Minio(ep.address, ep.credentials.access_key, ep.credentials.secret_key, secure=False)
-    lines = raw.get_object(ep.bucket, v.manifest_key).read().decode().splitlines()
+
+    def read(key: str) -> bytes:
+        response = raw.get_object(ep.bucket, key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    # metadata.json: every field the API shows, with the same values
+    metadata = json.loads(read(v.metadata_key))
+    created = v.create_time.ToDatetime(tzinfo=UTC)
+    assert metadata["format_version"] == 1
+    assert (metadata["dataset_id"], metadata["version"]) == (ds, v.name)
+    assert metadata["classes"] == [c.label for c in v.classes]
+    assert metadata["counts"] == {c.label: {"TRAIN": c.train_count, "EVAL": c.validation_count} for c in v.classes}
+    assert metadata["totals"] == {"TRAIN": v.train_count, "EVAL": v.validation_count, "ALL": 200}
+    assert (metadata["train_ratio"], metadata["seed"]) == (v.train_ratio, v.seed)
+    assert metadata["parent_version"] == v.parent_version
+    first_metadata = json.loads(read(first.metadata_key))
+    assert first_metadata["parent_version"] == (first.parent_version or None)
+    assert metadata["created"].endswith("Z")
+    written = datetime.fromisoformat(metadata["created"].replace("Z", "+00:00"))
+    assert abs(written - created) <= timedelta(microseconds=1)  # the API's Timestamp comes from a float
+    assert metadata["content_hash"] == v.content_hash
+
+    # manifest.jsonl: its hash, its order, and each line's source, id, usage and annotation
+    manifest_bytes = read(v.manifest_key)
+    assert hashlib.sha256(manifest_bytes).hexdigest() == v.content_hash
+    lines = manifest_bytes.decode().splitlines()
     records = [json.loads(line) for line in lines]
     assert len(records) == 200
-    assert {r["usage"] for r in records} == {"TRAIN", "EVAL"}
-    assert sum(r["usage"] == "EVAL" for r in records) == v.validation_count
-    assert all(r["annotation"][0]["type"] == "modelarts/image_classification" for r in records)
-    first = records[0]["source"].removeprefix(f"s3://{ep.bucket}/")
-    assert raw.get_object(ep.bucket, first).read()[:8] == b"\x89PNG\r\n\x1a\n"
-    metadata = json.loads(raw.get_object(ep.bucket, v.metadata_key).read())
-    assert metadata["content_hash"] == v.content_hash
-    assert metadata["train_ratio"] == "0.75" and metadata["seed"] == 7
+    assert all(json.dumps(r, ensure_ascii=False, separators=(",", ":")) == line for r, line in zip(records, lines, strict=True))
+    assert [r["id"] for r in records] == sorted(r["id"] for r in records)
+    images = {i.id: i for i in stub.ListImages(api.ListImagesRequest(dataset_id=ds, page_size=1000)).images}
+    assert set(images) == {r["id"] for r in records}
+    counts: dict[str, dict[str, int]] = {}
+    for record in records:
+        assert set(record) == {"source", "usage", "id", "annotation"}
+        image = images[record["id"]]
+        assert record["source"] == f"s3://{ep.bucket}/datasets/{ds}/images/{image.id[:2]}/{image.id}"
+        assert record["usage"] in ("TRAIN", "EVAL")
+        [annotation] = record["annotation"]
+        assert set(annotation) == {"name", "type", "annotated-by", "creation-time"}
+        assert annotation["name"] == image.label
+        assert annotation["type"] == "modelarts/image_classification"
+        assert annotation["annotated-by"] == "human"
+        # the label was set by the upload: its time, in UTC to the second
+        labeled = datetime.strptime(annotation["creation-time"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        uploaded = image.create_time.ToDatetime(tzinfo=UTC)
+        assert timedelta(microseconds=-1) <= uploaded - labeled < timedelta(seconds=1), (annotation, uploaded)
+        assert labeled <= created
+        counts.setdefault(annotation["name"], {"TRAIN": 0, "EVAL": 0})[record["usage"]] += 1
+    assert counts == metadata["counts"]
+    for record in records:  # the objects the manifest names hold the images it names
+        data = read(record["source"].removeprefix(f"s3://{ep.bucket}/"))
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and hashlib.sha256(data).hexdigest() == record["id"]
 
 
 def test_publish_same_name_twice_is_already_exists(stub, digits_dataset):

@@ -32,13 +32,13 @@ class FakeDatasets:
     def get_version(self, tenant: str, dataset_id: str, name: str) -> VersionInfo:
         return VersionInfo(dataset_id, name, "0.8", f"datasets/{dataset_id}/versions/{name}/manifest.jsonl")
 
-    def publish_version(self, tenant: str, dataset_id: str, name: str, train_ratio: str, seed: int) -> VersionInfo:
+    def publish_version(self, tenant: str, dataset_id: str, name: str, train_ratio: str | None, seed: int) -> VersionInfo:
         if self.refuse:
             raise self.refuse
-        parse_train_ratio(train_ratio or "0.8")
+        parse_train_ratio("0.8" if train_ratio is None else train_ratio)
         self.published.append((dataset_id, name, train_ratio, seed))
         name = name or f"v{len(self.published)}"
-        return VersionInfo(dataset_id, name, train_ratio or "0.8", f"datasets/{dataset_id}/versions/{name}/manifest.jsonl")
+        return VersionInfo(dataset_id, name, "0.8" if train_ratio is None else train_ratio, f"datasets/{dataset_id}/versions/{name}/manifest.jsonl")
 
 
 class FakeTrainer:
@@ -116,6 +116,7 @@ FREE = dict(accept_free_terms=True)
     ({"max_duration_minutes": 6001}, "max_duration_minutes"),
     ({"train_ratio": "1"}, "train_ratio"),
     ({"train_ratio": "0.123456"}, "train_ratio"),
+    ({"train_ratio": ""}, "train_ratio"),
     ({"flavor_id": "gpu-9000"}, "flavor_id"),
     ({"preference": "FASTEST"}, "preference"),
 ])
@@ -150,7 +151,7 @@ def test_defaults_follow_the_source_document(tmp_path):
     assert job.params["maxDurationMinutes"] == 60
     assert job.params["preference"] == "BALANCE"
     assert job.flavor_id == "free-gpu"
-    assert datasets.published == [("ds-1", "", "", 0)]  # S2: a version published from the current labels
+    assert datasets.published == [("ds-1", "", None, 0)]  # S2: a version published from the current labels, default ratio
 
 
 def test_request_id_makes_creation_idempotent(tmp_path):

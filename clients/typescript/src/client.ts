@@ -31,7 +31,9 @@ export interface ConnectOptions extends TransportOptions {
 
 /**
  * Settings of a training job; unset ones take the source document's defaults
- * (ratio "0.8", 60 minutes, BALANCE, the free flavor). `requestId` defaults to a
+ * (ratio "0.8", 60 minutes, BALANCE, the free flavor). `trainRatio` left undefined
+ * is not sent (0.8); any string given, even "", is sent and checked by the server
+ * (S3: "" is refused with INVALID_ARGUMENT). `requestId` defaults to a
  * new UUID: pass your own to make a retried creation return the same job.
  */
 export type TrainingJobOptions = Omit<MessageInitShape<typeof CreateTrainingJobRequestSchema>, "$typeName" | "datasetId">;

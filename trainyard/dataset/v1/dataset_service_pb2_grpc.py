@@ -247,8 +247,10 @@ class DatasetServiceServicer:
 
     def DeleteDataset(self, request, context):
         """Deletes a dataset. Its name is free at once; its stored objects are kept for the
-        retention period (longer than any job may run), so jobs already using one of its
-        versions finish normally. NOT_FOUND if it does not exist.
+        retention period (longer than any job may run), so a job already running on one of
+        its versions finishes normally. A job still queued never starts: it ends FAILED,
+        saying the dataset was deleted. Model versions trained on it stay readable and
+        serve predictions by the dataset's id. NOT_FOUND if it does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

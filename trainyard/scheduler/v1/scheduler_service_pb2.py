@@ -28,7 +28,7 @@ from trainyard.scheduler.v1 import scheduler_pb2 as trainyard_dot_scheduler_dot_
 from trainyard.trainer.v1 import trainer_pb2 as trainyard_dot_trainer_dot_v1_dot_trainer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.trainyard/scheduler/v1/scheduler_service.proto\x12\x16trainyard.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"trainyard/common/v1/training.proto\x1a&trainyard/scheduler/v1/scheduler.proto\x1a\"trainyard/trainer/v1/trainer.proto\"\xd8\x02\n\x18\x43reateTrainingJobRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x03 \x01(\t\x12\x18\n\x10new_version_name\x18\x04 \x01(\t\x12\x13\n\x0btrain_ratio\x18\x05 \x01(\t\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12!\n\x19incremental_model_version\x18\x07 \x01(\t\x12\x1c\n\x14max_duration_minutes\x18\x08 \x01(\x05\x12;\n\npreference\x18\t \x01(\x0e\x32\'.trainyard.common.v1.TrainingPreference\x12\x11\n\tflavor_id\x18\n \x01(\t\x12\x19\n\x11\x61\x63\x63\x65pt_free_terms\x18\x0b \x01(\x08\x12\x12\n\nmax_epochs\x18\x0c \x01(\x05\"V\n\x19\x43reateTrainingJobResponse\x12\x39\n\x0ctraining_job\x18\x01 \x01(\x0b\x32#.trainyard.scheduler.v1.TrainingJob\"\'\n\x15GetTrainingJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"S\n\x16GetTrainingJobResponse\x12\x39\n\x0ctraining_job\x18\x01 \x01(\x0b\x32#.trainyard.scheduler.v1.TrainingJob\"T\n\x17ListTrainingJobsRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"o\n\x18ListTrainingJobsResponse\x12:\n\rtraining_jobs\x18\x01 \x03(\x0b\x32#.trainyard.scheduler.v1.TrainingJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x18\x43\x61ncelTrainingJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"V\n\x19\x43\x61ncelTrainingJobResponse\x12\x39\n\x0ctraining_job\x18\x01 \x01(\x0b\x32#.trainyard.scheduler.v1.TrainingJob\"A\n\x17WatchTrainingJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"S\n\x18WatchTrainingJobResponse\x12\x37\n\x05\x65vent\x18\x01 \x01(\x0b\x32(.trainyard.scheduler.v1.TrainingJobEvent\"\x14\n\x12ListFlavorsRequest\"F\n\x13ListFlavorsResponse\x12/\n\x07\x66lavors\x18\x01 \x03(\x0b\x32\x1e.trainyard.scheduler.v1.Flavor\"U\n\x18ListModelVersionsRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x88\x01\n\x19ListModelVersionsResponse\x12<\n\x0emodel_versions\x18\x01 \x03(\x0b\x32$.trainyard.scheduler.v1.ModelVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0c\x62\x65st_version\x18\x03 \x01(\t\"=\n\x16GetModelVersionRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"V\n\x17GetModelVersionResponse\x12;\n\rmodel_version\x18\x01 \x01(\x0b\x32$.trainyard.scheduler.v1.ModelVersion\"T\n\x0ePredictRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12\r\n\x05top_k\x18\x04 \x01(\x05\"H\n\x0fPredictResponse\x12\x35\n\x0bpredictions\x18\x01 \x03(\x0b\x32 .trainyard.trainer.v1.Prediction\"Q\n\x1c\x44ownloadModelArtifactRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\".\n\x1d\x44ownloadModelArtifactResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\"o\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x10GetUsageResponse\x12\x30\n\x05lines\x18\x01 \x03(\x0b\x32!.trainyard.scheduler.v1.UsageLine\"p\n\x16RegisterTrainerRequest\x12\x12\n\ntrainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\nflavor_ids\x18\x03 \x03(\t\x12\r\n\x05slots\x18\x04 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\"<\n\x17RegisterTrainerResponse\x12!\n\x19heartbeat_timeout_seconds\x18\x01 \x01(\x05\x32\xf5\n\n\x10SchedulerService\x12x\n\x11\x43reateTrainingJob\x12\x30.trainyard.scheduler.v1.CreateTrainingJobRequest\x1a\x31.trainyard.scheduler.v1.CreateTrainingJobResponse\x12o\n\x0eGetTrainingJob\x12-.trainyard.scheduler.v1.GetTrainingJobRequest\x1a..trainyard.scheduler.v1.GetTrainingJobResponse\x12u\n\x10ListTrainingJobs\x12/.trainyard.scheduler.v1.ListTrainingJobsRequest\x1a\x30.trainyard.scheduler.v1.ListTrainingJobsResponse\x12x\n\x11\x43\x61ncelTrainingJob\x12\x30.trainyard.scheduler.v1.CancelTrainingJobRequest\x1a\x31.trainyard.scheduler.v1.CancelTrainingJobResponse\x12w\n\x10WatchTrainingJob\x12/.trainyard.scheduler.v1.WatchTrainingJobRequest\x1a\x30.trainyard.scheduler.v1.WatchTrainingJobResponse0\x01\x12\x66\n\x0bListFlavors\x12*.trainyard.scheduler.v1.ListFlavorsRequest\x1a+.trainyard.scheduler.v1.ListFlavorsResponse\x12x\n\x11ListModelVersions\x12\x30.trainyard.scheduler.v1.ListModelVersionsRequest\x1a\x31.trainyard.scheduler.v1.ListModelVersionsResponse\x12r\n\x0fGetModelVersion\x12..trainyard.scheduler.v1.GetModelVersionRequest\x1a/.trainyard.scheduler.v1.GetModelVersionResponse\x12Z\n\x07Predict\x12&.trainyard.scheduler.v1.PredictRequest\x1a\'.trainyard.scheduler.v1.PredictResponse\x12\x86\x01\n\x15\x44ownloadModelArtifact\x12\x34.trainyard.scheduler.v1.DownloadModelArtifactRequest\x1a\x35.trainyard.scheduler.v1.DownloadModelArtifactResponse0\x01\x12]\n\x08GetUsage\x12\'.trainyard.scheduler.v1.GetUsageRequest\x1a(.trainyard.scheduler.v1.GetUsageResponse\x12r\n\x0fRegisterTrainer\x12..trainyard.scheduler.v1.RegisterTrainerRequest\x1a/.trainyard.scheduler.v1.RegisterTrainerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.trainyard/scheduler/v1/scheduler_service.proto\x12\x16trainyard.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"trainyard/common/v1/training.proto\x1a&trainyard/scheduler/v1/scheduler.proto\x1a\"trainyard/trainer/v1/trainer.proto\"\xed\x02\n\x18\x43reateTrainingJobRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x03 \x01(\t\x12\x18\n\x10new_version_name\x18\x04 \x01(\t\x12\x18\n\x0btrain_ratio\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12!\n\x19incremental_model_version\x18\x07 \x01(\t\x12\x1c\n\x14max_duration_minutes\x18\x08 \x01(\x05\x12;\n\npreference\x18\t \x01(\x0e\x32\'.trainyard.common.v1.TrainingPreference\x12\x11\n\tflavor_id\x18\n \x01(\t\x12\x19\n\x11\x61\x63\x63\x65pt_free_terms\x18\x0b \x01(\x08\x12\x12\n\nmax_epochs\x18\x0c \x01(\x05\x42\x0e\n\x0c_train_ratio\"V\n\x19\x43reateTrainingJobResponse\x12\x39\n\x0ctraining_job\x18\x01 \x01(\x0b\x32#.trainyard.scheduler.v1.TrainingJob\"\'\n\x15GetTrainingJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"S\n\x16GetTrainingJobResponse\x12\x39\n\x0ctraining_job\x18\x01 \x01(\x0b\x32#.trainyard.scheduler.v1.TrainingJob\"T\n\x17ListTrainingJobsRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"o\n\x18ListTrainingJobsResponse\x12:\n\rtraining_jobs\x18\x01 \x03(\x0b\x32#.trainyard.scheduler.v1.TrainingJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x18\x43\x61ncelTrainingJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"V\n\x19\x43\x61ncelTrainingJobResponse\x12\x39\n\x0ctraining_job\x18\x01 \x01(\x0b\x32#.trainyard.scheduler.v1.TrainingJob\"A\n\x17WatchTrainingJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"S\n\x18WatchTrainingJobResponse\x12\x37\n\x05\x65vent\x18\x01 \x01(\x0b\x32(.trainyard.scheduler.v1.TrainingJobEvent\"\x14\n\x12ListFlavorsRequest\"F\n\x13ListFlavorsResponse\x12/\n\x07\x66lavors\x18\x01 \x03(\x0b\x32\x1e.trainyard.scheduler.v1.Flavor\"U\n\x18ListModelVersionsRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x88\x01\n\x19ListModelVersionsResponse\x12<\n\x0emodel_versions\x18\x01 \x03(\x0b\x32$.trainyard.scheduler.v1.ModelVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0c\x62\x65st_version\x18\x03 \x01(\t\"=\n\x16GetModelVersionRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"V\n\x17GetModelVersionResponse\x12;\n\rmodel_version\x18\x01 \x01(\x0b\x32$.trainyard.scheduler.v1.ModelVersion\"T\n\x0ePredictRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12\r\n\x05top_k\x18\x04 \x01(\x05\"H\n\x0fPredictResponse\x12\x35\n\x0bpredictions\x18\x01 \x03(\x0b\x32 .trainyard.trainer.v1.Prediction\"Q\n\x1c\x44ownloadModelArtifactRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\".\n\x1d\x44ownloadModelArtifactResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\"o\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x10GetUsageResponse\x12\x30\n\x05lines\x18\x01 \x03(\x0b\x32!.trainyard.scheduler.v1.UsageLine\"p\n\x16RegisterTrainerRequest\x12\x12\n\ntrainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\nflavor_ids\x18\x03 \x03(\t\x12\r\n\x05slots\x18\x04 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\"<\n\x17RegisterTrainerResponse\x12!\n\x19heartbeat_timeout_seconds\x18\x01 \x01(\x05\x32\xf5\n\n\x10SchedulerService\x12x\n\x11\x43reateTrainingJob\x12\x30.trainyard.scheduler.v1.CreateTrainingJobRequest\x1a\x31.trainyard.scheduler.v1.CreateTrainingJobResponse\x12o\n\x0eGetTrainingJob\x12-.trainyard.scheduler.v1.GetTrainingJobRequest\x1a..trainyard.scheduler.v1.GetTrainingJobResponse\x12u\n\x10ListTrainingJobs\x12/.trainyard.scheduler.v1.ListTrainingJobsRequest\x1a\x30.trainyard.scheduler.v1.ListTrainingJobsResponse\x12x\n\x11\x43\x61ncelTrainingJob\x12\x30.trainyard.scheduler.v1.CancelTrainingJobRequest\x1a\x31.trainyard.scheduler.v1.CancelTrainingJobResponse\x12w\n\x10WatchTrainingJob\x12/.trainyard.scheduler.v1.WatchTrainingJobRequest\x1a\x30.trainyard.scheduler.v1.WatchTrainingJobResponse0\x01\x12\x66\n\x0bListFlavors\x12*.trainyard.scheduler.v1.ListFlavorsRequest\x1a+.trainyard.scheduler.v1.ListFlavorsResponse\x12x\n\x11ListModelVersions\x12\x30.trainyard.scheduler.v1.ListModelVersionsRequest\x1a\x31.trainyard.scheduler.v1.ListModelVersionsResponse\x12r\n\x0fGetModelVersion\x12..trainyard.scheduler.v1.GetModelVersionRequest\x1a/.trainyard.scheduler.v1.GetModelVersionResponse\x12Z\n\x07Predict\x12&.trainyard.scheduler.v1.PredictRequest\x1a\'.trainyard.scheduler.v1.PredictResponse\x12\x86\x01\n\x15\x44ownloadModelArtifact\x12\x34.trainyard.scheduler.v1.DownloadModelArtifactRequest\x1a\x35.trainyard.scheduler.v1.DownloadModelArtifactResponse0\x01\x12]\n\x08GetUsage\x12\'.trainyard.scheduler.v1.GetUsageRequest\x1a(.trainyard.scheduler.v1.GetUsageResponse\x12r\n\x0fRegisterTrainer\x12..trainyard.scheduler.v1.RegisterTrainerRequest\x1a/.trainyard.scheduler.v1.RegisterTrainerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,53 +36,53 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trainyard.scheduler.v1.sche
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATETRAININGJOBREQUEST']._serialized_start=220
-  _globals['_CREATETRAININGJOBREQUEST']._serialized_end=564
-  _globals['_CREATETRAININGJOBRESPONSE']._serialized_start=566
-  _globals['_CREATETRAININGJOBRESPONSE']._serialized_end=652
-  _globals['_GETTRAININGJOBREQUEST']._serialized_start=654
-  _globals['_GETTRAININGJOBREQUEST']._serialized_end=693
-  _globals['_GETTRAININGJOBRESPONSE']._serialized_start=695
-  _globals['_GETTRAININGJOBRESPONSE']._serialized_end=778
-  _globals['_LISTTRAININGJOBSREQUEST']._serialized_start=780
-  _globals['_LISTTRAININGJOBSREQUEST']._serialized_end=864
-  _globals['_LISTTRAININGJOBSRESPONSE']._serialized_start=866
-  _globals['_LISTTRAININGJOBSRESPONSE']._serialized_end=977
-  _globals['_CANCELTRAININGJOBREQUEST']._serialized_start=979
-  _globals['_CANCELTRAININGJOBREQUEST']._serialized_end=1021
-  _globals['_CANCELTRAININGJOBRESPONSE']._serialized_start=1023
-  _globals['_CANCELTRAININGJOBRESPONSE']._serialized_end=1109
-  _globals['_WATCHTRAININGJOBREQUEST']._serialized_start=1111
-  _globals['_WATCHTRAININGJOBREQUEST']._serialized_end=1176
-  _globals['_WATCHTRAININGJOBRESPONSE']._serialized_start=1178
-  _globals['_WATCHTRAININGJOBRESPONSE']._serialized_end=1261
-  _globals['_LISTFLAVORSREQUEST']._serialized_start=1263
-  _globals['_LISTFLAVORSREQUEST']._serialized_end=1283
-  _globals['_LISTFLAVORSRESPONSE']._serialized_start=1285
-  _globals['_LISTFLAVORSRESPONSE']._serialized_end=1355
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=1357
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=1442
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=1445
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=1581
-  _globals['_GETMODELVERSIONREQUEST']._serialized_start=1583
-  _globals['_GETMODELVERSIONREQUEST']._serialized_end=1644
-  _globals['_GETMODELVERSIONRESPONSE']._serialized_start=1646
-  _globals['_GETMODELVERSIONRESPONSE']._serialized_end=1732
-  _globals['_PREDICTREQUEST']._serialized_start=1734
-  _globals['_PREDICTREQUEST']._serialized_end=1818
-  _globals['_PREDICTRESPONSE']._serialized_start=1820
-  _globals['_PREDICTRESPONSE']._serialized_end=1892
-  _globals['_DOWNLOADMODELARTIFACTREQUEST']._serialized_start=1894
-  _globals['_DOWNLOADMODELARTIFACTREQUEST']._serialized_end=1975
-  _globals['_DOWNLOADMODELARTIFACTRESPONSE']._serialized_start=1977
-  _globals['_DOWNLOADMODELARTIFACTRESPONSE']._serialized_end=2023
-  _globals['_GETUSAGEREQUEST']._serialized_start=2025
-  _globals['_GETUSAGEREQUEST']._serialized_end=2136
-  _globals['_GETUSAGERESPONSE']._serialized_start=2138
-  _globals['_GETUSAGERESPONSE']._serialized_end=2206
-  _globals['_REGISTERTRAINERREQUEST']._serialized_start=2208
-  _globals['_REGISTERTRAINERREQUEST']._serialized_end=2320
-  _globals['_REGISTERTRAINERRESPONSE']._serialized_start=2322
-  _globals['_REGISTERTRAINERRESPONSE']._serialized_end=2382
-  _globals['_SCHEDULERSERVICE']._serialized_start=2385
-  _globals['_SCHEDULERSERVICE']._serialized_end=3782
+  _globals['_CREATETRAININGJOBREQUEST']._serialized_end=585
+  _globals['_CREATETRAININGJOBRESPONSE']._serialized_start=587
+  _globals['_CREATETRAININGJOBRESPONSE']._serialized_end=673
+  _globals['_GETTRAININGJOBREQUEST']._serialized_start=675
+  _globals['_GETTRAININGJOBREQUEST']._serialized_end=714
+  _globals['_GETTRAININGJOBRESPONSE']._serialized_start=716
+  _globals['_GETTRAININGJOBRESPONSE']._serialized_end=799
+  _globals['_LISTTRAININGJOBSREQUEST']._serialized_start=801
+  _globals['_LISTTRAININGJOBSREQUEST']._serialized_end=885
+  _globals['_LISTTRAININGJOBSRESPONSE']._serialized_start=887
+  _globals['_LISTTRAININGJOBSRESPONSE']._serialized_end=998
+  _globals['_CANCELTRAININGJOBREQUEST']._serialized_start=1000
+  _globals['_CANCELTRAININGJOBREQUEST']._serialized_end=1042
+  _globals['_CANCELTRAININGJOBRESPONSE']._serialized_start=1044
+  _globals['_CANCELTRAININGJOBRESPONSE']._serialized_end=1130
+  _globals['_WATCHTRAININGJOBREQUEST']._serialized_start=1132
+  _globals['_WATCHTRAININGJOBREQUEST']._serialized_end=1197
+  _globals['_WATCHTRAININGJOBRESPONSE']._serialized_start=1199
+  _globals['_WATCHTRAININGJOBRESPONSE']._serialized_end=1282
+  _globals['_LISTFLAVORSREQUEST']._serialized_start=1284
+  _globals['_LISTFLAVORSREQUEST']._serialized_end=1304
+  _globals['_LISTFLAVORSRESPONSE']._serialized_start=1306
+  _globals['_LISTFLAVORSRESPONSE']._serialized_end=1376
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=1378
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=1463
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=1466
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=1602
+  _globals['_GETMODELVERSIONREQUEST']._serialized_start=1604
+  _globals['_GETMODELVERSIONREQUEST']._serialized_end=1665
+  _globals['_GETMODELVERSIONRESPONSE']._serialized_start=1667
+  _globals['_GETMODELVERSIONRESPONSE']._serialized_end=1753
+  _globals['_PREDICTREQUEST']._serialized_start=1755
+  _globals['_PREDICTREQUEST']._serialized_end=1839
+  _globals['_PREDICTRESPONSE']._serialized_start=1841
+  _globals['_PREDICTRESPONSE']._serialized_end=1913
+  _globals['_DOWNLOADMODELARTIFACTREQUEST']._serialized_start=1915
+  _globals['_DOWNLOADMODELARTIFACTREQUEST']._serialized_end=1996
+  _globals['_DOWNLOADMODELARTIFACTRESPONSE']._serialized_start=1998
+  _globals['_DOWNLOADMODELARTIFACTRESPONSE']._serialized_end=2044
+  _globals['_GETUSAGEREQUEST']._serialized_start=2046
+  _globals['_GETUSAGEREQUEST']._serialized_end=2157
+  _globals['_GETUSAGERESPONSE']._serialized_start=2159
+  _globals['_GETUSAGERESPONSE']._serialized_end=2227
+  _globals['_REGISTERTRAINERREQUEST']._serialized_start=2229
+  _globals['_REGISTERTRAINERREQUEST']._serialized_end=2341
+  _globals['_REGISTERTRAINERRESPONSE']._serialized_start=2343
+  _globals['_REGISTERTRAINERRESPONSE']._serialized_end=2403
+  _globals['_SCHEDULERSERVICE']._serialized_start=2406
+  _globals['_SCHEDULERSERVICE']._serialized_end=3803
 # @@protoc_insertion_point(module_scope)
