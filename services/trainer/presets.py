@@ -175,6 +175,12 @@ def classifier_head(model: nn.Module) -> tuple[str, nn.Linear]:
 
 
 def pretrained_weights_file(arch: str) -> str:
-    """The file name torchvision downloads the arch's default ImageNet weights to."""
+    """The file name torchvision downloads the arch's default ImageNet weights to
+    (``resnet18-f37072fd.pth``: the part after the dash starts the file's SHA-256).
+
+    Read from torchvision's weights enum; nothing is downloaded. Training looks for this file
+    in the torch hub cache, and weights.py for ``pretrained/<this name>`` in the store.
+    ValueError (or KeyError) for an architecture torchvision publishes no weights for.
+    """
     url: str = models.get_model_weights(arch).DEFAULT.url  # type: ignore[attr-defined]
     return url.rsplit("/", 1)[-1]

@@ -5,18 +5,25 @@ id attaches to the running (or finished) job and replays its events, which is ho
 the scheduler re-attaches after its own restart. Training reads the version's
 manifest and images straight from the object store (the data plane) and writes
 its artifacts there.
+
+Serving keeps the models of recently used versions loaded (a bounded LRU, each model
+loaded once however many requests miss at the same time) and runs concurrent
+Predict calls of one version through the model as one batch.
 """
 
 from __future__ import annotations
 
 import io
+import queue
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import structlog
 import torch
@@ -31,7 +38,7 @@ from trainyard.errors import (
 )
 from trainyard.objectstore import ObjectStore
 from trainyard.services.dataset.manifest import parse_manifest
-from trainyard.services.trainer import distributed, export, training
+from trainyard.services.trainer import distributed, export, presets, training, weights
 from trainyard.services.trainer import evaluation as evaluation_mod
 
 log = structlog.get_logger(__name__)
@@ -73,8 +80,23 @@ class PatientObjects:
     def put_json(self, key: str, obj: Any) -> None:
         self._patiently(f"writing {key}", lambda: self.objects.put_json(key, obj))
 
+    # what weights.materialise_pretrained reads (weights.WeightsStore)
+    def list_modified(self, prefix: str = "") -> list[tuple[str, float]]:
+        return self._patiently(f"listing {prefix}", lambda: self.objects.list_modified(prefix))
+
+    def size(self, key: str) -> int:
+        return self._patiently(f"reading {key}", lambda: self.objects.size(key))
+
+    def get_file(self, key: str, path: str | Path) -> None:
+        self._patiently(f"reading {key}", lambda: self.objects.get_file(key, path))
+
 PROGRESS_INTERVAL_SECONDS = 1.0
+FETCH_LOG_INTERVAL_SECONDS = 10.0  # a "fetched N of M images" log line while the images download
 FINISHED_JOBS_KEPT = 64  # ended jobs whose events stay in memory for re-attaching schedulers
+MODEL_CACHE_SIZE = 4  # loaded models kept per trainer (least recently used evicted)
+MAX_PREDICT_IMAGES = 64  # per Predict request; the scheduler enforces the same limit
+BATCH_WINDOW_SECONDS = 0.005  # how long a forward batch waits for requests still on their way
+BATCH_MAX_IMAGES = 64  # a batch stops gathering requests once it holds this many images
 
 
 @dataclass(frozen=True)
@@ -117,8 +139,9 @@ class JobRun:
 
 
 class TrainerRuntime:
-    def __init__(self, objects: ObjectStore, slots: int = 1, device: str | None = None, model_cache_size: int = 4,
-                 ddp_processes: int = 1) -> None:
+    def __init__(self, objects: ObjectStore, slots: int = 1, device: str | None = None,
+                 model_cache_size: int = MODEL_CACHE_SIZE, ddp_processes: int = 1,
+                 batch_window_seconds: float = BATCH_WINDOW_SECONDS) -> None:
         self.objects = objects
         self.slots = slots
         self.device = device
@@ -126,9 +149,8 @@ class TrainerRuntime:
         self.ddp_processes = ddp_processes
         self._jobs: dict[str, JobRun] = {}
         self._lock = threading.Lock()
-        self._models: OrderedDict[str, tuple] = OrderedDict()
-        self._models_lock = threading.Lock()
-        self._model_cache_size = model_cache_size
+        self._batch_window = batch_window_seconds
+        self._models: ModelCache[ServedModel] = ModelCache(self._load_served, model_cache_size, ServedModel.close)
 
     def jobs(self) -> list[JobRun]:
         """A snapshot of the jobs this process has run or runs (for metrics)."""
@@ -204,15 +226,22 @@ class TrainerRuntime:
             job.emit("log", {"level": "info", "message": f"loading dataset version {spec.dataset_version}"})
             entries = parse_manifest(objects.get_bytes(spec.manifest_key))
             samples = [training.Sample(e.image_id, e.label, e.usage) for e in entries]
-            images = _fetch_images(objects, entries)
+            loading = _LoadingProgress(job, len(entries), _planned_epochs(spec), self.device_description)
+            with _heartbeat(loading.beat):  # the download can take minutes: progress (epoch 0) every second
+                images = _fetch_images(objects, entries, on_image=loading.fetched)
+                init_checkpoint = None
+                if spec.init_artifact_prefix:
+                    init_checkpoint = _load_checkpoint(objects.get_bytes(spec.init_artifact_prefix + "checkpoint.pt"))
+                pretrained = None  # incremental training starts from its checkpoint instead
+                if init_checkpoint is None:  # the store's pretrained/ weights, copied to local disk once
+                    pretrained = weights.materialise_pretrained(objects, presets.get_preset(spec.preference).arch)
             classes = sorted({s.label for s in samples})
-            init_checkpoint = None
-            if spec.init_artifact_prefix:
-                init_checkpoint = _load_checkpoint(objects.get_bytes(spec.init_artifact_prefix + "checkpoint.pt"))
             job.emit("log", {"level": "info", "message": f"{len(samples)} images, {len(classes)} classes; training on {self.device_description}"})
             last_progress = [0.0]
+            latest: list[training.Progress | None] = [None]
 
             def progress(p: training.Progress) -> None:
+                latest[0] = p
                 now = time.time()
                 epoch_end = p.steps_total > 0 and p.step == p.steps_total
                 if now - last_progress[0] >= PROGRESS_INTERVAL_SECONDS or epoch_end:
@@ -222,15 +251,29 @@ class TrainerRuntime:
             config = training.TrainConfig(
                 classes=classes, preference=spec.preference, deadline=spec.deadline, seed=spec.seed,
                 device=self.device, max_epochs=spec.max_epochs or None, init_checkpoint=init_checkpoint,
+                pretrained_path=str(pretrained.path) if pretrained else None,
+                pretrained_source=pretrained.source if pretrained else "",
             )
-            if self.ddp_processes > 1:  # rank 0's progress and result come back here; artifacts are written once
-                result = distributed.spawn_train(samples, images, config, self.ddp_processes, progress=progress,
-                                                 should_stop=lambda: job.stop_reason).result
-            else:
-                result = training.train(samples, images, config, progress=progress,
-                                        should_stop=lambda: job.stop_reason, ddp=distributed.SINGLE)
+            def keep_alive() -> None:  # covers training's silent stretches: model build, first kernels
+                if time.time() - last_progress[0] >= PROGRESS_INTERVAL_SECONDS:
+                    last_progress[0] = time.time()
+                    if latest[0] is None:
+                        loading.beat()
+                    else:
+                        job.emit("progress", _progress_body(latest[0]))
+
+            with _heartbeat(keep_alive):
+                if self.ddp_processes > 1:  # rank 0's progress and result come back here; artifacts are written once
+                    result = distributed.spawn_train(samples, images, config, self.ddp_processes, progress=progress,
+                                                     should_stop=lambda: job.stop_reason).result
+                else:
+                    result = training.train(samples, images, config, progress=progress,
+                                            should_stop=lambda: job.stop_reason, ddp=distributed.SINGLE)
             reason = {"converged": "CONVERGED", "duration_limit": spec.deadline_reason}.get(result.stop_reason, result.stop_reason)
-            _write_artifacts(objects, spec, result, samples)
+            job.emit("log", {"level": "info", "message": f"exporting the model and writing its artifacts to {spec.artifact_prefix}"})
+            final = replace(latest[0] or _idle_progress(result), eta_seconds=0.0)
+            with _heartbeat(lambda: job.emit("progress", _progress_body(final))):  # the last state, repeated
+                _write_artifacts(objects, spec, result, samples)
             job.emit("outcome", {
                 "stopReason": "STOP_REASON_" + reason, "evaluation": evaluation_body(result.evaluation),
                 "artifactPrefix": spec.artifact_prefix, "epochsRun": result.epochs_run, "bestEpoch": result.best_epoch,
@@ -246,18 +289,26 @@ class TrainerRuntime:
 
     # serving ---------------------------------------------------------------------
     def predict(self, artifact_prefix: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
+        """The top-k (label, probability) pairs of each image; batched with concurrent calls."""
         _check_prefix(artifact_prefix)
         if not images:
             raise InvalidArgument.field("images", "at least one image is required")
-        loaded = self._model(artifact_prefix)
-        classes = loaded[1]["classes"]
+        if len(images) > MAX_PREDICT_IMAGES:
+            raise InvalidArgument.field("images", f"{len(images)} images; at most {MAX_PREDICT_IMAGES} per request")
+        served = self._models.get(artifact_prefix)
+        classes = served.classes
         k = top_k or min(5, len(classes))
         if not 1 <= k <= len(classes):
             raise InvalidArgument.field("top_k", f"must be 1 to {len(classes)} (the number of classes)")
-        try:
-            return training.predict(loaded, images, top_k=k)
-        except Exception as exc:
-            raise InvalidArgument.field("images", f"an image could not be decoded: {exc}") from None
+        return served.predict(images, k)
+
+    def loaded_models(self) -> list[str]:
+        """The artifact prefixes of the models in the cache, least recently used first."""
+        return self._models.keys()
+
+    def close(self) -> None:
+        """Unload every model and stop its batching thread (requests already queued are answered)."""
+        self._models.clear()
 
     def artifact(self, artifact_prefix: str, name: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
         """One artifact's bytes, in chunks."""
@@ -268,24 +319,293 @@ class TrainerRuntime:
         for start in range(0, len(data), chunk_bytes):
             yield data[start:start + chunk_bytes]
 
-    def _model(self, artifact_prefix: str) -> tuple:
-        """The loaded model (and its preprocessing) of a version; a bounded LRU cache of them."""
-        with self._models_lock:
-            if artifact_prefix in self._models:
-                self._models.move_to_end(artifact_prefix)
-                return self._models[artifact_prefix]
-        loaded = training.load_model(_load_checkpoint(self.objects.get_bytes(artifact_prefix + "checkpoint.pt")))
-        with self._models_lock:
-            self._models[artifact_prefix] = loaded
-            while len(self._models) > self._model_cache_size:
-                self._models.popitem(last=False)
-        return loaded
+    def _load_served(self, artifact_prefix: str) -> ServedModel:
+        model, spec = training.load_model(_load_checkpoint(self.objects.get_bytes(artifact_prefix + "checkpoint.pt")))
+        device = next(model.parameters()).device
+        batcher = MicroBatcher(lambda x: training.probabilities(model, x, device=device),
+                               window=self._batch_window, name=artifact_prefix)
+        return ServedModel(model, spec, batcher)
 
 
-def _fetch_images(objects: PatientObjects, entries) -> dict[str, bytes]:
+# serving: the model cache and the batcher ----------------------------------------
+
+V = TypeVar("V")
+
+
+class ModelCache(Generic[V]):
+    """Loaded models by artifact prefix: a bounded LRU.
+
+    A miss loads the model once however many requests ask for it meanwhile: the first
+    loads (outside the lock, so hits and other versions are not held up) and the others
+    wait for its result. A failed load is not kept; every waiter gets its error. Beyond
+    `size` models the least recently used is evicted and `close`d.
+    """
+
+    def __init__(self, load: Callable[[str], V], size: int, close: Callable[[V], None] = lambda value: None) -> None:
+        if size < 1:
+            raise ValueError(f"a model cache holds at least 1 model, not {size}")
+        self._load, self._size, self._close = load, size, close
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, V] = OrderedDict()
+        self._loading: dict[str, Future[V]] = {}
+
+    def get(self, key: str) -> V:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            loading = self._loading.get(key)
+            if loading is not None:
+                waiting = True
+            else:
+                waiting, loading = False, Future()
+                self._loading[key] = loading
+        if waiting:
+            return loading.result()
+        try:
+            value = self._load(key)
+        except BaseException as exc:  # every waiter gets the error; the next request tries again
+            with self._lock:
+                del self._loading[key]
+            loading.set_exception(exc)
+            raise
+        with self._lock:
+            del self._loading[key]
+            self._entries[key] = value
+            evicted = []
+            while len(self._entries) > self._size:
+                evicted.append(self._entries.popitem(last=False)[1])
+        loading.set_result(value)
+        for old in evicted:
+            self._close(old)
+        return value
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            values = list(self._entries.values())
+            self._entries.clear()
+        for value in values:
+            self._close(value)
+
+
+@dataclass
+class _Request:
+    images: torch.Tensor  # uint8 NCHW
+    answer: Future[torch.Tensor] = field(default_factory=Future)
+
+
+class MicroBatcher:
+    """Runs the images of concurrent requests through one model as one forward batch.
+
+    A worker thread takes the first queued request, gathers the requests that follow
+    within `window` seconds — without waiting at all when no other request is on its
+    way — up to `max_images` images, runs `forward` once on all of them and hands each
+    request its rows. An error fails every request of that batch; the worker carries
+    on. After `close` the queued requests are still answered, then the worker ends;
+    later requests run `forward` in their own thread.
+    """
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], window: float = BATCH_WINDOW_SECONDS,
+                 max_images: int = BATCH_MAX_IMAGES, name: str = "") -> None:
+        self.forward, self.window, self.max_images = forward, window, max_images
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._arriving = 0  # requests preparing their images (decoding), about to be queued
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name=f"batcher {name}", daemon=True)
+        self._worker.start()
+
+    def run(self, prepare: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """`forward` of the images `prepare` returns, batched with other requests' images."""
+        with self._lock:
+            self._arriving += 1
+        try:
+            images = prepare()
+        except BaseException:
+            with self._lock:
+                self._arriving -= 1
+            raise
+        request = _Request(images)
+        with self._lock:  # queued under the lock: never behind the stop marker
+            self._arriving -= 1
+            closed = self._closed
+            if not closed:
+                self._queue.put(request)
+        return self.forward(images) if closed else request.answer.result()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker to end (after `close`); whether it has."""
+        self._worker.join(timeout)
+        return not self._worker.is_alive()
+
+    def queued(self) -> int:
+        """Requests waiting for the worker."""
+        return self._queue.qsize()
+
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stop = self._gather(first)
+            self._run(batch)
+            if stop:
+                return
+
+    def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
+        batch, count = [first], len(first.images)
+        give_up = time.monotonic() + self.window
+        while count < self.max_images:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = give_up - time.monotonic()
+                if self._arriving == 0 or remaining <= 0:
+                    break
+                try:
+                    request = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if request is None:
+                return batch, True
+            batch.append(request)
+            count += len(request.images)
+        return batch, False
+
+    def _run(self, batch: list[_Request]) -> None:
+        try:
+            images = batch[0].images if len(batch) == 1 else torch.cat([r.images for r in batch])
+            output = self.forward(images)
+        except BaseException as exc:  # every request of the batch gets the error; the worker lives on
+            for request in batch:
+                request.answer.set_exception(exc)
+            return
+        start = 0
+        for request in batch:
+            request.answer.set_result(output[start:start + len(request.images)])
+            start += len(request.images)
+
+
+@dataclass
+class ServedModel:
+    """A loaded model version: its network, its preprocessing and its batcher."""
+
+    model: training.InferenceModel
+    spec: dict[str, Any]  # training.preprocessing_spec
+    batcher: MicroBatcher
+
+    @property
+    def classes(self) -> list[str]:
+        return self.spec["classes"]
+
+    def predict(self, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
+        probs = self.batcher.run(lambda: _decode(images, self.spec["resolution"]))
+        values, indices = probs.topk(top_k, dim=1)
+        return [[(self.classes[j], float(v)) for v, j in zip(row_values.tolist(), row_indices.tolist(), strict=True)]
+                for row_values, row_indices in zip(values, indices, strict=True)]
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+def _decode(images: list[bytes], resolution: int) -> torch.Tensor:
+    """A request's images as one uint8 batch; INVALID_ARGUMENT naming the first undecodable one."""
+    try:
+        return training.decode_images(images, lambda blob: blob, resolution)
+    except Exception:
+        for index, blob in enumerate(images):
+            try:
+                training.decode_image(blob, resolution)
+            except Exception as exc:
+                raise InvalidArgument.field(f"images[{index}]", f"could not be decoded: {exc}") from None
+        raise
+
+
+# training: loading and progress -----------------------------------------------------
+
+
+def _fetch_images(objects: PatientObjects, entries, on_image: Callable[[], None] = lambda: None) -> dict[str, bytes]:
+    def fetch(entry) -> bytes:
+        data = objects.get_bytes(entry.object_key)
+        on_image()
+        return data
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        data = list(pool.map(lambda e: objects.get_bytes(e.object_key), entries))
+        data = list(pool.map(fetch, entries))
     return {e.image_id: d for e, d in zip(entries, data, strict=True)}
+
+
+@contextmanager
+def _heartbeat(beat: Callable[[], None], interval: float = PROGRESS_INTERVAL_SECONDS) -> Iterator[None]:
+    """Call `beat` now and every `interval` seconds, from a thread, while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while True:
+            try:
+                beat()
+            except Exception:  # a failed report must not end the job
+                log.exception("training.heartbeat_failed")
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _LoadingProgress:
+    """Progress of the loading phase (epoch 0) while a job downloads its images."""
+
+    def __init__(self, job: JobRun, total: int, epochs_total: int, device: str) -> None:
+        self.job, self.total, self.epochs_total, self.device = job, total, epochs_total, device
+        self.done = 0
+        self._lock = threading.Lock()
+        self._started = time.time()
+        self._logged = self._started
+
+    def fetched(self) -> None:
+        with self._lock:
+            self.done += 1
+
+    def beat(self) -> None:
+        done, elapsed = self.done, time.time() - self._started
+        self.job.emit("progress", _progress_body(training.Progress(
+            epoch=0, epochs_total=self.epochs_total, step=0, steps_total=0, loss=0.0, train_accuracy=0.0,
+            val_accuracy=None, learning_rate=0.0, images_per_second=done / elapsed if elapsed > 0 else 0.0,
+            eta_seconds=elapsed * (self.total - done) / max(1, done), device=self.device,
+        )))
+        if time.time() - self._logged >= FETCH_LOG_INTERVAL_SECONDS:
+            self._logged = time.time()
+            self.job.emit("log", {"level": "info", "message": f"fetched {done} of {self.total} images"})
+
+
+def _planned_epochs(spec: JobSpec) -> int:
+    epochs = presets.get_preset(spec.preference).epochs
+    return min(epochs, spec.max_epochs) if spec.max_epochs else epochs
+
+
+def _idle_progress(result: training.TrainResult) -> training.Progress:
+    """What progress reads when training reported none (stopped before its first step)."""
+    return training.Progress(
+        epoch=result.epochs_run, epochs_total=result.epochs_run, step=0, steps_total=0, loss=0.0,
+        train_accuracy=0.0, val_accuracy=None, learning_rate=0.0, images_per_second=0.0, eta_seconds=0.0,
+        device=result.device,
+    )
 
 
 def _write_artifacts(objects: PatientObjects, spec: JobSpec, result: training.TrainResult,

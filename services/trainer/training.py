@@ -48,12 +48,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import structlog
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
-from trainyard.errors import InvalidArgument
+from trainyard.errors import FailedPrecondition, InvalidArgument
 from trainyard.services.trainer import distributed
 from trainyard.services.trainer.distributed import SINGLE, Distributed
 from trainyard.services.trainer.evaluation import evaluate_predictions
@@ -83,6 +84,7 @@ FINAL_LR_FRACTION = 0.01  # the cosine decay ends at this share of the peak lear
 IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 CONVERGED = "converged"
 DURATION_LIMIT = "duration_limit"
 
@@ -111,6 +113,10 @@ class TrainConfig:
     max_epochs: int | None = None  # caps the preset's epochs (tiny test runs)
     init_checkpoint: dict | None = None  # incremental training (S4): a checkpoint of an earlier run
     max_cache_bytes: int | None = None  # decoded-image cache budget; None: half the machine's memory
+    # Pretrained weights to start from: a local state-dict file of the preset's torchvision
+    # architecture (weights.py puts the store's there). None: the torch hub cache, else scratch.
+    pretrained_path: str | None = None
+    pretrained_source: str = ""  # where pretrained_path came from: init "pretrained:<this>"
 
 
 @dataclass
@@ -144,7 +150,9 @@ class TrainResult:
     images_per_second: float  # mean training throughput
     resolution: int
     arch: str
-    init: str  # "scratch" | "pretrained:<file>" | "incremental:<how>"
+    # "scratch" | "pretrained:<file>" (torch hub cache) | "pretrained:<TrainConfig.pretrained_source>"
+    # (e.g. "pretrained:store:pretrained/resnet18.pth") | "incremental:<how>"
+    init: str
     # "cached": decoded once, kept in host memory; "cached-gpu": decoded once, kept on the GPU;
     # "streamed": decoded per batch (over the cache budget)
     pipeline: str = "cached"
@@ -296,12 +304,39 @@ class InferenceModel(nn.Module):
 
 
 def _init_weights(
-    net: nn.Module, arch: str, classes: list[str], init_checkpoint: dict | None
+    net: nn.Module,
+    arch: str,
+    classes: list[str],
+    init_checkpoint: dict | None,
+    pretrained_path: str | None = None,
+    pretrained_source: str = "",
 ) -> str:
-    """Load starting weights into ``net``; returns how it was initialised (TrainResult.init)."""
+    """Load starting weights into ``net``; returns how it was initialised (TrainResult.init).
+
+    Precedence: the checkpoint of an earlier run (incremental), else the pretrained file given
+    (``pretrained_path``: the object store's, see weights.py), else torchvision's file in the
+    local torch hub cache, else scratch. Nothing is ever downloaded. Logged once per run
+    ("training.init", on rank 0 only under DDP).
+    """
+    path: Path | None = None
     if init_checkpoint is not None:
-        return _load_incremental(net, classes, init_checkpoint)
-    return _load_pretrained(net, arch)
+        source, init = "checkpoint", _load_incremental(net, classes, init_checkpoint)
+    elif pretrained_path is not None:
+        path = Path(pretrained_path)
+        label = pretrained_source or f"file:{path.name}"
+        source = label.split(":", 1)[0]
+        if not path.is_file():
+            raise FailedPrecondition(f"pretrained weights {path} ({label}) are not a file")
+        init = _load_pretrained(net, arch, path, label)
+    else:
+        path = _torch_cache_file(arch)
+        source = "torch-cache" if path is not None else "none"
+        init = "scratch" if path is None else _load_pretrained(net, arch, path, path.name)
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        log.info(
+            "training.init", arch=arch, init=init, source=source, path=str(path) if path else None
+        )
+    return init
 
 
 def _load_incremental(net: nn.Module, classes: list[str], checkpoint: dict) -> str:
@@ -331,28 +366,74 @@ def _load_incremental(net: nn.Module, classes: list[str], checkpoint: dict) -> s
     return f"incremental:new-head(kept={len(kept)},added={added},dropped={dropped})"
 
 
-def _load_pretrained(net: nn.Module, arch: str) -> str:
-    """ImageNet weights from the local torch hub cache when they are there (never downloaded).
-
-    Layers whose shape changed (the small-input stem, the head) keep their fresh init.
-    """
+def _torch_cache_file(arch: str) -> Path | None:
+    """torchvision's ImageNet weights file for ``arch`` when it is in the local torch hub cache."""
     try:
         name = pretrained_weights_file(arch)
     except (ValueError, AttributeError, KeyError):
-        return "scratch"
+        return None  # torchvision publishes no weights for this architecture
     path = Path(torch.hub.get_dir()) / "checkpoints" / name
-    if not path.is_file():
-        return "scratch"
+    return path if path.is_file() else None
+
+
+def _load_pretrained(net: nn.Module, arch: str, path: Path, label: str) -> str:
+    """Load a pretrained state dict of ``arch`` (ImageNet weights, from a local file) into ``net``.
+
+    The file must hold the stock torchvision architecture, whatever its number of classes:
+    every tensor except the classification head's, with the stock shapes. A file that cannot
+    be read or does not fit is a FailedPrecondition (the job fails, naming the file), never a
+    silent start from scratch. Layers whose shape the small-input stem or the class count
+    changed keep their fresh initialisation. Returns ``"pretrained:<label>"``.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or pickled code (refused)
+        raise FailedPrecondition(
+            f"pretrained weights {path} ({label}) cannot be read: {type(exc).__name__}: {exc}; "
+            "replace or remove the file"
+        ) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise FailedPrecondition(
+            f"pretrained weights {path} ({label}) are not a state dict (names to tensors)"
+        )
+    with torch.device("meta"):  # the stock architecture's shapes, without allocating it
+        stock = build_model(arch, 1000, 224)
+    stock_head, _ = classifier_head(stock)
+    expected = {
+        k: v.shape for k, v in stock.state_dict().items() if not k.startswith(stock_head + ".")
+    }
+    given = {k: v for k, v in state.items() if not k.startswith(stock_head + ".")}
+    # batch-norm step counters: absent from older torchvision files, and never used here
+    missing = sorted(
+        k for k in expected.keys() - given.keys() if not k.endswith("num_batches_tracked")
+    )
+    unexpected = sorted(given.keys() - expected.keys())
+    reshaped = sorted(k for k in expected.keys() & given.keys() if given[k].shape != expected[k])
+    if missing or unexpected or reshaped:
+        problems = [
+            f"{what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+            for what, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("other shape", reshaped),
+            )
+            if keys
+        ]
+        raise FailedPrecondition(
+            f"pretrained weights {path} ({label}) do not fit torchvision's {arch}: "
+            + "; ".join(problems)
+        )
     head_name, _ = classifier_head(net)
     own = net.state_dict()
-    pretrained = torch.load(path, map_location="cpu", weights_only=True)
     usable = {
         k: v
-        for k, v in pretrained.items()
-        if k in own and v.shape == own[k].shape and not k.startswith(head_name + ".")
+        for k, v in given.items()
+        if v.shape == own[k].shape and not k.startswith(head_name + ".")
     }
     net.load_state_dict(usable, strict=False)
-    return f"pretrained:{name}"
+    return f"pretrained:{label}"
 
 
 def _normalization(
@@ -817,7 +898,9 @@ def train(
 
     # -- model
     net = build_model(arch, len(classes), resolution)
-    init = _init_weights(net, arch, classes, init_checkpoint)
+    init = _init_weights(
+        net, arch, classes, init_checkpoint, config.pretrained_path, config.pretrained_source
+    )
     model = InferenceModel(net, _normalization(init, init_checkpoint, train_x), resolution)
     model.to(device)
     # channels-last on every device: oneDNN on CPU is faster with it too (MobileNetV3-Small at

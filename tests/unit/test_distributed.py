@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from trainyard.errors import NotFound
+from tests.unit.memory_objects import MemoryObjects
 from trainyard.services.dataset.manifest import ManifestEntry, manifest_lines
 from trainyard.services.trainer import distributed, runtime, training
 from trainyard.services.trainer.distributed import SINGLE, Distributed, DistributedError
@@ -134,26 +134,6 @@ def test_a_failing_rank_fails_the_run_without_hanging(small):
 
 
 # --- the runtime: one job, two processes, one set of events and artifacts ------------------
-
-
-class MemoryObjects:
-    """The part of ObjectStore the trainer runtime uses, in memory; counts the writes."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-        self.writes: dict[str, int] = {}
-
-    def get_bytes(self, key: str) -> bytes:
-        if key not in self.objects:
-            raise NotFound(key)
-        return self.objects[key]
-
-    def put_bytes(self, key: str, data: bytes, content_type: str = "") -> None:
-        self.objects[key] = data
-        self.writes[key] = self.writes.get(key, 0) + 1
-
-    def put_json(self, key: str, obj: object) -> None:
-        self.put_bytes(key, repr(obj).encode())
 
 
 @jit_deprecation
