@@ -19,7 +19,7 @@ from trainyard.rpc import RunningServer, channel, create_server, serve_until_sig
 from trainyard.scheduler.v1 import scheduler_service_pb2 as sched
 from trainyard.scheduler.v1 import scheduler_service_pb2_grpc as sched_grpc
 from trainyard.services.trainer import distributed
-from trainyard.services.trainer.runtime import TrainerRuntime
+from trainyard.services.trainer.runtime import MODEL_CACHE_SIZE, TrainerRuntime
 from trainyard.services.trainer.servicer import TrainerServicer
 from trainyard.trainer.v1 import trainer_service_pb2, trainer_service_pb2_grpc
 
@@ -42,6 +42,7 @@ class TrainerConfig:
     security: SecurityConfig
     metrics_listen: str = ""  # /metrics address; empty: off
     ddp_processes: int = 1  # processes per job: one per GPU on a multi-GPU trainer (DDP)
+    model_cache_size: int = MODEL_CACHE_SIZE  # model versions kept loaded for Predict
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TrainerConfig:
@@ -49,6 +50,9 @@ class TrainerConfig:
         listen = env_str(env, "TRAINYARD_TRAINER_LISTEN", "127.0.0.1:50053")
         slots = env_int(env, "TRAINYARD_TRAINER_SLOTS", 1)
         device = env.get("TRAINYARD_TRAINER_DEVICE") or None
+        model_cache_size = env_int(env, "TRAINYARD_TRAINER_MODEL_CACHE", MODEL_CACHE_SIZE)
+        if model_cache_size < 1:
+            raise SystemExit(f"TRAINYARD_TRAINER_MODEL_CACHE={model_cache_size}: at least 1 model must stay loaded")
         return cls(
             listen=listen,
             advertise=env_str(env, "TRAINYARD_TRAINER_ADVERTISE", listen),
@@ -62,6 +66,7 @@ class TrainerConfig:
             security=SecurityConfig.from_env(env),
             metrics_listen=env_str(env, "TRAINYARD_TRAINER_METRICS_LISTEN", ""),
             ddp_processes=distributed.job_world_size(device, slots, env),
+            model_cache_size=model_cache_size,
         )
 
 
@@ -70,7 +75,8 @@ def build(config: TrainerConfig) -> tuple[RunningServer, TrainerRuntime]:
         # Jobs share the CPU cores: each slot gets its share, or concurrent jobs thrash.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.slots))
     objects = ObjectStore(config.s3.endpoint, config.s3.access_key, config.s3.secret_key, config.s3.bucket, config.s3.secure)
-    runtime = TrainerRuntime(objects, slots=config.slots, device=config.device, ddp_processes=config.ddp_processes)
+    runtime = TrainerRuntime(objects, slots=config.slots, device=config.device, ddp_processes=config.ddp_processes,
+                             model_cache_size=config.model_cache_size)
     running = create_server(
         config.listen,
         lambda server: trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(runtime), server),
@@ -115,6 +121,7 @@ def main() -> None:
     if config.scheduler_address:
         threading.Thread(target=register_forever, args=(config, running.port, runtime, stop), daemon=True).start()
     serve_until_signal(running, on_stop=stop.set)
+    runtime.close()  # the served models' batching threads
 
 
 if __name__ == "__main__":

@@ -366,3 +366,14 @@ def test_the_cache_loads_once_shares_a_failure_and_evicts_the_least_recently_use
     assert cache.keys() == ["a", "c"] and closed == ["BAD"]
     with pytest.raises(ValueError):
         ModelCache(load, size=0)
+
+
+def test_the_model_cache_bound_comes_from_the_environment():
+    from trainyard.services.trainer.server import TrainerConfig
+
+    s3 = {"TRAINYARD_S3_ENDPOINT": "127.0.0.1:9000", "TRAINYARD_S3_ACCESS_KEY": "k", "TRAINYARD_S3_SECRET_KEY": "s",
+          "TRAINYARD_INTERNAL_TOKEN": "t" * 32}
+    assert TrainerConfig.from_env(s3).model_cache_size == runtime.MODEL_CACHE_SIZE
+    assert TrainerConfig.from_env({**s3, "TRAINYARD_TRAINER_MODEL_CACHE": "9"}).model_cache_size == 9
+    with pytest.raises(SystemExit, match="TRAINYARD_TRAINER_MODEL_CACHE=0: at least 1 model"):
+        TrainerConfig.from_env({**s3, "TRAINYARD_TRAINER_MODEL_CACHE": "0"})
