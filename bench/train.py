@@ -90,6 +90,7 @@ def trainer_pipeline(samples: list[training.Sample], epochs: int) -> dict:
     first, last = result.history[0], result.history[-1]
     return {"seconds": seconds, "epochs": result.epochs_run, "images_per_second": result.epochs_run * n_train / seconds,
             "val_accuracy": result.evaluation["accuracy"], "resolution": result.resolution, "arch": result.arch,
+            "batch_size": result.checkpoint["hyperparameters"]["batch_size"],
             # where the time went: decoding and setup, each epoch (training + precise BN + evaluation), the end
             "setup_seconds": round(first["elapsed_seconds"] - first["seconds"], 3),
             "epoch_seconds": [round(h["seconds"], 3) for h in result.history],
@@ -108,7 +109,7 @@ def warm_up(arch: str, resolution: int) -> None:
         torch.cuda.synchronize()
 
 
-def baseline(folder: Path, epochs: int, resolution: int, arch: str) -> dict:
+def baseline(folder: Path, epochs: int, resolution: int, arch: str, batch_size: int) -> dict:
     preset = get_preset("performance_first")
     tf = transforms.Compose([
         transforms.Resize((resolution, resolution)),
@@ -119,7 +120,7 @@ def baseline(folder: Path, epochs: int, resolution: int, arch: str) -> dict:
     val_set = datasets.ImageFolder(str(folder / "EVAL"), transform=tf)
     cuda = torch.cuda.is_available()
     workers = min(8, os.cpu_count() or 2) if cuda else 2
-    train_loader = DataLoader(train_set, batch_size=preset.batch_size, shuffle=True, num_workers=workers, drop_last=True,
+    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
                               pin_memory=cuda)
     val_loader = DataLoader(val_set, batch_size=256, num_workers=workers, pin_memory=cuda)
     device = torch.device("cuda" if cuda else "cpu")
@@ -201,7 +202,7 @@ def main() -> None:
         preset = get_preset("performance_first")
         warm_up(preset.arch, 128)
         ours = trainer_pipeline(samples, args.epochs or preset.epochs)
-        plain = baseline(folder, ours["epochs"], ours["resolution"], ours["arch"])
+        plain = baseline(folder, ours["epochs"], ours["resolution"], ours["arch"], ours["batch_size"])
     results = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,

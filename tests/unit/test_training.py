@@ -6,6 +6,7 @@ takes well under a minute on two CPU cores.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -391,3 +392,35 @@ def test_a_cpu_run_keeps_its_cache_in_host_memory(digits):
     samples, images = digits
     config = TrainConfig(classes=CLASSES, preference="performance_first", max_epochs=1, seed=3)
     assert training.train(samples, images, config).pipeline == "cached"
+
+
+def test_a_gpu_batch_grows_only_while_memory_and_steps_per_epoch_allow():
+    mib = 2**20
+    # plenty of memory and images: the growth stops at its cap
+    assert training.batch_growth(64, 1_000_000, 100 * mib, 80_000 * mib) == training.MAX_BATCH_GROWTH
+    # few images: the preset's batch, so an epoch keeps its MIN_STEPS_PER_EPOCH steps
+    assert training.batch_growth(64, 64 * training.MIN_STEPS_PER_EPOCH * 2 - 1, 100 * mib, 80_000 * mib) == 1
+    assert training.batch_growth(64, 64 * training.MIN_STEPS_PER_EPOCH * 2, 100 * mib, 80_000 * mib) == 2
+    # memory: a step of 1 GiB with 9 GiB free may double twice (4 GiB <= half of 9), not three times
+    assert training.batch_growth(64, 1_000_000, 1024 * mib, 9 * 1024 * mib) == 4
+    assert training.batch_growth(64, 1_000_000, 1024 * mib, 1024 * mib) == 1
+
+
+def test_the_gpu_batch_trial_step_measures_on_a_copy_and_leaves_the_network_untouched(monkeypatch):
+    """The CUDA memory calls are faked (no GPU here); the trial step itself runs for real."""
+    mib = 2**20
+    allocated = iter([1000 * mib])  # before the trial; the peak below is 100 MiB more
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (900 * mib, 80_000 * mib))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: next(allocated))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 1100 * mib)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    net = presets.build_model("mobilenet_v3_small", 3, 32)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    growth = training._gpu_batch_growth(net, 4, 4 * training.MIN_STEPS_PER_EPOCH * 8, 32, torch.device("cpu"),
+                                        contextlib.nullcontext)
+    assert growth == 4  # 100 MiB a step, 900 MiB free: 4x takes 400 MiB, within half; 8x would not be
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # weights and BN statistics
+    assert all(p.grad is None for p in net.parameters())
+    assert training._gpu_batch_growth(net, 4, 10, 32, torch.device("cpu"), contextlib.nullcontext) == 1  # too few images
