@@ -1,4 +1,7 @@
-"""The files a trained model version consists of, under its artifact prefix in the bucket."""
+"""The files a trained model version consists of, under its artifact prefix in the bucket,
+and how many images one Predict request may send it (the scheduler and the trainer both refuse more)."""
+
+MAX_PREDICT_IMAGES = 64
 
 ARTIFACTS = (
     "checkpoint.pt",  # best weights + classes, resolution, normalisation (torch.load)

@@ -47,10 +47,9 @@ class Limits:
     max_tenant_bytes: int = 50 * 2**30  # TRAINYARD_TENANT_MAX_BYTES: image bytes of a tenant's live datasets
     max_dataset_images: int = 1_000_000  # TRAINYARD_DATASET_MAX_IMAGES: images of one dataset
 
-    def image_too_big(self, size: int | None = None) -> str:
-        """Why a file over max_image_bytes is rejected (its size when known)."""
-        what = f"the file is {size:,} bytes" if size is not None else "the file is larger"
-        return f"{what}; the limit is {self.max_image_bytes:,} bytes per image (TRAINYARD_MAX_IMAGE_BYTES)"
+    def image_too_big(self, size: int) -> str:
+        """Why a file of `size` bytes, over max_image_bytes, is rejected."""
+        return f"the file is {size:,} bytes; the limit is {self.max_image_bytes:,} bytes per image (TRAINYARD_MAX_IMAGE_BYTES)"
 
     def rejection(self, invalid: images.InvalidImage) -> str:
         """Why validation rejected a file, naming the setting when it was the pixel limit."""
@@ -329,16 +328,16 @@ class DatasetService:
     def _receive(self, header: FileHeader, chunks: Iterator[bytes]) -> tuple[str, bytes] | UploadOutcome:
         """A file's (label, bytes), or its rejection for size, completeness or label."""
         buffer = bytearray()
-        too_big = False
+        received = 0
         for chunk in chunks:  # always drain the file's chunks, even once it is rejected
-            if not too_big:
+            received += len(chunk)
+            if received <= self.limits.max_image_bytes:
                 buffer += chunk
-                too_big = len(buffer) > self.limits.max_image_bytes
-                if too_big:
-                    buffer = bytearray()
+            elif buffer:
+                buffer = bytearray()  # over the limit: keep counting, stop holding
         name = header.file_name
-        if too_big:
-            return UploadOutcome(name, "rejected", reason=self.limits.image_too_big(header.size_bytes or None))
+        if received > self.limits.max_image_bytes:
+            return UploadOutcome(name, "rejected", reason=self.limits.image_too_big(received))
         if header.size_bytes and len(buffer) != header.size_bytes:
             return UploadOutcome(name, "rejected", reason=f"incomplete: {len(buffer)} of {header.size_bytes} bytes arrived")
         try:

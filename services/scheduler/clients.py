@@ -35,11 +35,11 @@ class DatasetClient:
     def __init__(self, address: str, security: SecurityConfig) -> None:
         self.stub = ds_grpc.DatasetServiceStub(channel(address, security.client_tls, security.internal_credentials()))
 
-    def resolve_dataset(self, tenant: str, id_or_name: str) -> str:
+    def resolve_dataset(self, tenant: str, id_or_name: str, timeout: float = CALL_TIMEOUT) -> str:
         if not id_or_name:
             raise InvalidArgument.field("dataset_id", "is required")
         try:
-            return self.stub.GetDataset(ds.GetDatasetRequest(dataset_id=id_or_name), timeout=CALL_TIMEOUT,
+            return self.stub.GetDataset(ds.GetDatasetRequest(dataset_id=id_or_name), timeout=timeout,
                                    metadata=_acting_for(tenant)).dataset.id
         except grpc.RpcError as exc:
             raise domain_error(exc) from None

@@ -36,6 +36,9 @@ class SchedulerConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> SchedulerConfig:
         env = os.environ if env is None else env
         defaults = SchedulerSettings()
+        dataset_check_seconds = env_float(env, "TRAINYARD_DATASET_CHECK_SECONDS", defaults.dataset_check_seconds)
+        if dataset_check_seconds <= 0:
+            raise SystemExit(f"TRAINYARD_DATASET_CHECK_SECONDS={dataset_check_seconds:g}: must be more than 0 seconds")
         return cls(
             listen=env_str(env, "TRAINYARD_SCHEDULER_LISTEN", "127.0.0.1:50052"),
             data_dir=Path(env_str(env, "TRAINYARD_DATA_DIR", ".trainyard")) / "scheduler",
@@ -50,7 +53,7 @@ class SchedulerConfig:
                 heartbeat_timeout_seconds=env_float(env, "TRAINYARD_HEARTBEAT_TIMEOUT_SECONDS", defaults.heartbeat_timeout_seconds),
                 event_retention_seconds=env_float(env, "TRAINYARD_EVENT_RETENTION_DAYS", defaults.event_retention_seconds / 86400) * 86400,
                 job_creations_per_minute=env_int(env, "TRAINYARD_JOB_CREATIONS_PER_MINUTE", defaults.job_creations_per_minute),
-                dataset_check_seconds=env_float(env, "TRAINYARD_DATASET_CHECK_SECONDS", defaults.dataset_check_seconds),
+                dataset_check_seconds=dataset_check_seconds,
             ),
         )
 

@@ -47,6 +47,8 @@ log = structlog.get_logger(__name__)
 DEFAULT_MAX_DURATION_MINUTES = 60
 MIN_DURATION_MINUTES, MAX_DURATION_MINUTES = 6, 6000
 PREFERENCES = ("PERFORMANCE_FIRST", "BALANCE", "ACCURACY_FIRST")
+DATASET_CHECK_TIMEOUT = 3.0  # seconds for the dataset service to say whether one queued job's dataset exists
+DATASET_CHECKS_SECONDS = 10.0  # at most this long asking, per pass; the datasets not reached are checked next time
 
 
 @dataclass(frozen=True)
@@ -420,9 +422,14 @@ class SchedulerService:
             if now - max(trainer.last_seen, self._listening_since) > self.settings.heartbeat_timeout_seconds:
                 log.warning("trainer.lost", trainer_id=trainer.id, silent_seconds=round(now - trainer.last_seen, 1))
                 jobs = [j for j in self.store.jobs_in_states(ACTIVE_STATES) if j.trainer_id == trainer.id]
-                self.store.delete_trainer(trainer.id)  # first: whoever sees a job failed sees the trainer gone
-                for job in jobs:
-                    self._finish(job.id, "FAILED", "TRAINER_LOST", f"trainer {trainer.id} stopped answering")
+                # One transaction: whoever sees a job failed sees the trainer gone, and a crash between
+                # the two cannot leave jobs on a trainer that no longer exists.
+                with self.store.transaction() as tx:
+                    self.store.delete_trainer(tx, trainer.id)
+                    for job in jobs:
+                        self._finish_tx(tx, job.id, "FAILED", "TRAINER_LOST", f"trainer {trainer.id} stopped answering",
+                                        now)
+                self._wake()
 
     def _enforce_deadlines(self) -> None:
         now = self.clock()
@@ -448,11 +455,16 @@ class SchedulerService:
 
         Asked of the dataset service acting for the job's tenant, outside any transaction.
         """
-        answers: dict[tuple[str, str], bool | None] = {}
+        answers: dict[tuple[str, str], bool | None] = {pair: None for pair in pairs}
+        give_up = time.monotonic() + DATASET_CHECKS_SECONDS  # a slow dataset service must not hold up dispatch
         for tenant, dataset_id in sorted(pairs):
+            if time.monotonic() >= give_up:
+                log.warning("dataset.checks_cut_short", unchecked=sum(a is None for a in answers.values()))
+                break
             try:
                 # by id; a live dataset that took the deleted one's id as its name is another dataset
-                answers[(tenant, dataset_id)] = self.datasets.resolve_dataset(tenant, dataset_id) == dataset_id
+                answers[(tenant, dataset_id)] = (
+                    self.datasets.resolve_dataset(tenant, dataset_id, timeout=DATASET_CHECK_TIMEOUT) == dataset_id)
             except NotFound:
                 answers[(tenant, dataset_id)] = False
             except TrainyardError as exc:

@@ -6,6 +6,7 @@ import threading
 from collections import OrderedDict
 
 from trainyard import auth
+from trainyard.artifacts import MAX_PREDICT_IMAGES
 from trainyard.common.v1 import training_pb2 as common
 from trainyard.enums import enum_name
 from trainyard.errors import InvalidArgument
@@ -16,8 +17,6 @@ from trainyard.services.scheduler import mapping
 from trainyard.services.scheduler.service import JobRequest, SchedulerService
 from trainyard.timeconv import seconds
 from trainyard.trainer.v1 import trainer_pb2
-
-MAX_PREDICT_IMAGES = 64
 
 
 class SchedulerServicer(api_grpc.SchedulerServiceServicer):

@@ -282,9 +282,8 @@ class SchedulerStore:
             for r in self.db.query("SELECT * FROM trainers ORDER BY id")
         ]
 
-    def delete_trainer(self, trainer_id: str) -> None:
-        with self.db.transaction() as tx:
-            tx.execute("DELETE FROM trainers WHERE id = ?", (trainer_id,))
+    def delete_trainer(self, tx: sqlite3.Connection, trainer_id: str) -> None:
+        tx.execute("DELETE FROM trainers WHERE id = ?", (trainer_id,))
 
 
 def _job(row: sqlite3.Row) -> Job:

@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 import torch
 
-from trainyard.artifacts import ARTIFACTS
+from trainyard.artifacts import ARTIFACTS, MAX_PREDICT_IMAGES
 from trainyard.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -94,7 +94,6 @@ PROGRESS_INTERVAL_SECONDS = 1.0
 FETCH_LOG_INTERVAL_SECONDS = 10.0  # a "fetched N of M images" log line while the images download
 FINISHED_JOBS_KEPT = 64  # ended jobs whose events stay in memory for re-attaching schedulers
 MODEL_CACHE_SIZE = 4  # loaded models kept per trainer (least recently used evicted)
-MAX_PREDICT_IMAGES = 64  # per Predict request; the scheduler enforces the same limit
 BATCH_WINDOW_SECONDS = 0.005  # how long a forward batch waits for requests still on their way
 BATCH_MAX_IMAGES = 64  # a batch stops gathering requests once it holds this many images
 
@@ -239,28 +238,34 @@ class TrainerRuntime:
             job.emit("log", {"level": "info", "message": f"{len(samples)} images, {len(classes)} classes; training on {self.device_description}"})
             last_progress = [0.0]
             latest: list[training.Progress | None] = [None]
+            reporting = threading.Lock()  # training's reports and the keep-alive go out in order, never older after newer
 
             def progress(p: training.Progress) -> None:
-                latest[0] = p
-                now = time.time()
-                epoch_end = p.steps_total > 0 and p.step == p.steps_total
-                if now - last_progress[0] >= PROGRESS_INTERVAL_SECONDS or epoch_end:
-                    last_progress[0] = now
-                    job.emit("progress", _progress_body(p))
+                with reporting:
+                    latest[0] = p
+                    now = time.time()
+                    epoch_end = p.steps_total > 0 and p.step == p.steps_total
+                    if now - last_progress[0] >= PROGRESS_INTERVAL_SECONDS or epoch_end:
+                        last_progress[0] = now
+                        job.emit("progress", _progress_body(p))
+
+            def keep_alive() -> None:  # covers training's silent stretches: model build, first kernels
+                with reporting:
+                    if time.time() - last_progress[0] < PROGRESS_INTERVAL_SECONDS:
+                        return
+                    last_progress[0] = time.time()
+                    if latest[0] is None:
+                        loading.beat()
+                    else:
+                        job.emit("progress", _progress_body(latest[0]))
 
             config = training.TrainConfig(
                 classes=classes, preference=spec.preference, deadline=spec.deadline, seed=spec.seed,
                 device=self.device, max_epochs=spec.max_epochs or None, init_checkpoint=init_checkpoint,
                 pretrained_path=str(pretrained.path) if pretrained else None,
                 pretrained_source=pretrained.source if pretrained else "",
+                shares_device=self.slots > 1,
             )
-            def keep_alive() -> None:  # covers training's silent stretches: model build, first kernels
-                if time.time() - last_progress[0] >= PROGRESS_INTERVAL_SECONDS:
-                    last_progress[0] = time.time()
-                    if latest[0] is None:
-                        loading.beat()
-                    else:
-                        job.emit("progress", _progress_body(latest[0]))
 
             with _heartbeat(keep_alive):
                 if self.ddp_processes > 1:  # rank 0's progress and result come back here; artifacts are written once
@@ -453,16 +458,19 @@ class MicroBatcher:
         return self._queue.qsize()
 
     def _work(self) -> None:
+        held: _Request | None = None  # taken from the queue but left out of a full batch: it starts the next
         while True:
-            first = self._queue.get()
+            first = held if held is not None else self._queue.get()
             if first is None:
                 return
-            batch, stop = self._gather(first)
+            batch, held, stop = self._gather(first)
             self._run(batch)
             if stop:
                 return
 
-    def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
+    def _gather(self, first: _Request) -> tuple[list[_Request], _Request | None, bool]:
+        """A batch of at most max_images images (or the one larger request it starts with), the request
+        that did not fit, and whether the stop marker came."""
         batch, count = [first], len(first.images)
         give_up = time.monotonic() + self.window
         while count < self.max_images:
@@ -477,10 +485,12 @@ class MicroBatcher:
                 except queue.Empty:
                     break
             if request is None:
-                return batch, True
+                return batch, None, True
+            if count + len(request.images) > self.max_images:
+                return batch, request, False
             batch.append(request)
             count += len(request.images)
-        return batch, False
+        return batch, None, False
 
     def _run(self, batch: list[_Request]) -> None:
         try:
@@ -510,9 +520,7 @@ class ServedModel:
 
     def predict(self, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
         probs = self.batcher.run(lambda: _decode(images, self.spec["resolution"]))
-        values, indices = probs.topk(top_k, dim=1)
-        return [[(self.classes[j], float(v)) for v, j in zip(row_values.tolist(), row_indices.tolist(), strict=True)]
-                for row_values, row_indices in zip(values, indices, strict=True)]
+        return training.ranked(probs, self.classes, top_k)
 
     def close(self) -> None:
         self.batcher.close()
@@ -624,6 +632,7 @@ def _write_artifacts(objects: PatientObjects, spec: JobSpec, result: training.Tr
         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "device": result.device,
         "architecture": result.arch, "resolution": result.resolution, "initialization": result.init,
         "pipeline": result.pipeline,
+        "hyperparameters": result.checkpoint["hyperparameters"],  # the batch and learning rate as trained
         "parameters": asdict(spec), "samples": {f"{label}/{usage}": n for (label, usage), n in sorted(counts.items())},
     })
     objects.put_bytes(prefix + "confusion_matrix.png", evaluation_mod.plot_confusion_matrix(result.evaluation), "image/png")

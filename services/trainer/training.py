@@ -117,6 +117,9 @@ class TrainConfig:
     max_epochs: int | None = None  # caps the preset's epochs (tiny test runs)
     init_checkpoint: dict | None = None  # incremental training (S4): a checkpoint of an earlier run
     max_cache_bytes: int | None = None  # decoded-image cache budget; None: half the machine's memory
+    # other jobs run on the same GPU (a trainer with several slots): its free memory is theirs too,
+    # so the cache stays in host memory and the batch is the preset's
+    shares_device: bool = False
     # Pretrained weights to start from: a local state-dict file of the preset's torchvision
     # architecture (weights.py puts the store's there). None: the torch hub cache, else scratch.
     pretrained_path: str | None = None
@@ -936,7 +939,7 @@ def train(
         val_x = decode_images(
             val_samples, fetch, resolution, lambda done: decoded(len(train_samples) + done)
         )
-        if cache_on_gpu(cache_bytes, device):
+        if not config.shares_device and cache_on_gpu(cache_bytes, device):
             train_x, val_x = train_x.to(device), val_x.to(device)
             pipeline = "cached-gpu"
     else:  # over the budget: decode each batch as it is needed (threads; the GIL is released)
@@ -959,7 +962,7 @@ def train(
     peak_lr = preset.lr * (INCREMENTAL_LR_SCALE if init_checkpoint else 1.0)
     per_rank = ddp.samples_per_rank(len(train_x))  # the batch size is per rank (per GPU)
     batch_size = min(preset.batch_size, max(2, per_rank))
-    if device.type == "cuda":  # a larger batch fills the GPU; AdamW's peak rate grows by its square root
+    if device.type == "cuda" and not config.shares_device:  # a larger batch fills the GPU; AdamW's rate grows by its square root
         growth = ddp.decide(
             lambda: _gpu_batch_growth(net, batch_size, per_rank, resolution, device, autocast)
         )
@@ -1215,7 +1218,11 @@ def predict(
     classes = spec["classes"]
     x = decode_images(images, lambda blob: blob, spec["resolution"])
     device = next(model.parameters()).device
-    probs = probabilities(model, x, device=device)
+    return ranked(probabilities(model, x, device=device), classes, top_k)
+
+
+def ranked(probs: torch.Tensor, classes: list[str], top_k: int) -> list[list[tuple[str, float]]]:
+    """The ``top_k`` (class, probability) pairs of each row of ``probs``, most probable first."""
     values, indices = probs.topk(min(top_k, len(classes)), dim=1)
     return [
         [

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from trainyard.services.trainer.presets import ARCHITECTURES, pretrained_weights
 log = structlog.get_logger(__name__)
 
 STORE_PREFIX = "pretrained/"  # the bucket's folder of pretrained weights
+STALE_PART_SECONDS = 6 * 3600  # a partial copy this old was left by a killed trainer
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{6,})\.pth$")  # torchvision's: resnet18-f37072fd.pth
 
 
@@ -109,6 +111,7 @@ def materialise_pretrained(
     if _is_copy(path, size, modified_ns):
         return StoreWeights(key, path)
     cache.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(cache)
     partial = cache / f".{path.name}.{uuid.uuid4().hex}.part"  # own name: concurrent jobs
     try:
         objects.get_file(key, partial)
@@ -119,6 +122,15 @@ def materialise_pretrained(
         partial.unlink(missing_ok=True)
     log.info("pretrained.copied", key=key, path=str(path), bytes=size)
     return StoreWeights(key, path)
+
+
+def _remove_stale_parts(cache: Path) -> None:
+    """Delete partial copies a killed trainer left behind (any copy in progress is far younger)."""
+    cutoff = time.time() - STALE_PART_SECONDS
+    for part in cache.glob(".*.part"):
+        with contextlib.suppress(FileNotFoundError):  # another job removed it first
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
 
 
 def _is_copy(path: Path, size: int, modified_ns: int) -> bool:

@@ -6,6 +6,7 @@ down, to test progress during slow transfers.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 
@@ -33,7 +34,7 @@ class MemoryObjects:
         self.writes[key] += 1
 
     def put_json(self, key: str, obj: object) -> None:
-        self.put_bytes(key, repr(obj).encode())
+        self.put_bytes(key, json.dumps(obj).encode())
 
     def list_modified(self, prefix: str = "") -> list[tuple[str, float]]:
         """(key, modification time) of the objects under ``prefix``; every time is 0."""

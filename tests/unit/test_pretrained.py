@@ -11,6 +11,8 @@ The store tests use the session's real S3 server (tests/conftest.py ``objects``)
 from __future__ import annotations
 
 import io
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -271,6 +273,19 @@ def test_a_changed_or_missing_copy_is_copied_again(store, tmp_path):
     assert weights.materialise_pretrained(store, "resnet50", cache) == found
     assert found.path.read_bytes() == b"second, longer"
     assert store.copied == [key, key, key]
+
+
+def test_partial_copies_left_by_a_killed_trainer_are_removed_on_the_next_copy(store, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale, fresh = cache / ".resnet50.pth.dead.part", cache / ".resnet50.pth.busy.part"
+    stale.write_bytes(b"x" * 100)
+    fresh.write_bytes(b"y" * 100)  # another job's copy in progress
+    old = time.time() - weights.STALE_PART_SECONDS - 60
+    os.utime(stale, (old, old))
+    store.objects.put_bytes("pretrained/resnet50.pth", b"weights")
+    assert weights.materialise_pretrained(store, "resnet50", cache) is not None
+    assert not stale.exists() and fresh.exists()
 
 
 def test_no_object_for_the_arch_gives_none(store, tmp_path):

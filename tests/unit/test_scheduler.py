@@ -10,6 +10,7 @@ import pytest
 
 from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from trainyard.services.dataset.rules import parse_train_ratio
+from trainyard.services.scheduler import service as scheduler_service
 from trainyard.services.scheduler.flavors import FlavorCatalog
 from trainyard.services.scheduler.ports import TrainerUpdate, TrainingSpec, VersionInfo
 from trainyard.services.scheduler.service import JobRequest, SchedulerService, SchedulerSettings
@@ -24,7 +25,7 @@ class FakeDatasets:
         self.published: list[tuple[str, str, str, int]] = []
         self.refuse: FailedPrecondition | None = None
 
-    def resolve_dataset(self, tenant: str, id_or_name: str) -> str:
+    def resolve_dataset(self, tenant: str, id_or_name: str, timeout: float = 30.0) -> str:
         if id_or_name not in ("ds-1", "digits") or tenant not in TENANTS:
             raise NotFound(f"dataset {id_or_name!r} does not exist")
         return "ds-1"
@@ -414,3 +415,27 @@ def test_a_restarted_scheduler_does_not_count_its_own_downtime_against_trainers(
     now[0] += 6  # still silent a whole timeout after the restart: now it is lost
     restarted._drop_lost_trainers()
     assert restarted.store.trainers() == []
+
+
+def test_a_slow_dataset_service_cuts_the_deletion_checks_short_instead_of_holding_up_dispatch(tmp_path, monkeypatch):
+    service, datasets, _ = make(tmp_path)
+    try:
+        asked: list[float] = []
+
+        def slow(tenant: str, id_or_name: str, timeout: float = 30.0) -> str:
+            asked.append(timeout)
+            time.sleep(0.2)
+            return id_or_name
+
+        monkeypatch.setattr(datasets, "resolve_dataset", slow)
+        monkeypatch.setattr(scheduler_service, "DATASET_CHECKS_SECONDS", 0.3)
+        pairs = {(T, f"ds-{i}") for i in range(6)}
+        started = time.monotonic()
+        answers = service._dataset_exists(pairs)
+        assert time.monotonic() - started < 1.5  # six answers would take 1.2 s
+        assert set(answers) == pairs
+        checked = sum(a is True for a in answers.values())
+        assert 1 <= checked <= 2 and sum(a is None for a in answers.values()) == 6 - checked  # the rest: next time
+        assert asked == [scheduler_service.DATASET_CHECK_TIMEOUT] * checked
+    finally:
+        service.stop()

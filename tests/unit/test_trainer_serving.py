@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import threading
 import time
 from collections import Counter
@@ -159,6 +160,15 @@ def test_progress_comes_at_least_every_second_while_the_images_download(monkeypa
 # --- serving ------------------------------------------------------------------------------
 
 
+def test_metrics_json_records_the_batch_and_learning_rate_trained_with(trained):
+    objects, _, _ = trained
+    metrics = json.loads(objects.objects[PREFIX + "metrics.json"])
+    hyperparameters = metrics["hyperparameters"]
+    assert hyperparameters["arch"] == metrics["architecture"] and hyperparameters["world_size"] == 1
+    assert hyperparameters["batch_size"] == 64 and hyperparameters["lr"] == training.get_preset("performance_first").lr
+    assert metrics["pipeline"] == "cached"
+
+
 def test_a_model_serves_as_soon_as_its_job_ends(trainer, trained):
     objects, _, blobs = trained
     predictions = trainer.predict(PREFIX, blobs[:3], top_k=3)
@@ -287,6 +297,40 @@ def test_requests_queued_during_a_forward_go_together_into_the_next_one():
         t.join(10)
     assert calls == [1, sum(range(1, 8))]
     assert all(torch.equal(results[i], torch.full((max(i, 1), 1), 2.0 * i)) for i in range(8))
+    batcher.close()
+    assert batcher.join(5)
+
+
+def test_a_batch_never_takes_more_than_its_image_limit():
+    calls: list[int] = []
+    first_running, release = threading.Event(), threading.Event()
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        if len(calls) == 1:
+            first_running.set()
+            release.wait(10)
+        return x + 1
+
+    batcher = MicroBatcher(forward, window=0.001, max_images=8)
+    results: dict[int, torch.Tensor] = {}
+
+    def ask(i: int) -> None:
+        results[i] = batcher.run(lambda: torch.full((i, 1), float(i)))
+
+    threads = [threading.Thread(target=ask, args=(1,))]
+    threads[0].start()
+    first_running.wait(10)
+    threads += [threading.Thread(target=ask, args=(i,)) for i in range(1, 8)]
+    for t in threads[1:]:
+        t.start()
+    wait_until(lambda: batcher.queued() == 7)
+    release.set()
+    for t in threads:
+        t.join(10)
+    waiting = calls[1:]  # 1 + 2 + ... + 7 = 28 images queued while the first batch ran
+    assert sum(waiting) == 28 and all(n <= 8 for n in waiting) and len(waiting) >= 4, calls
+    assert all(torch.equal(results[i], torch.full((i, 1), i + 1.0)) for i in range(1, 8))
     batcher.close()
     assert batcher.join(5)
 
