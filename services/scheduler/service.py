@@ -162,7 +162,7 @@ class SchedulerService:
             raise FailedPrecondition(
                 f"the {flavor.display_name} flavor requires accepting its terms (accept_free_terms): {flavor.terms}"
             )
-        dataset_id = self._live_dataset(tenant, req.dataset_id)
+        dataset_id = self._find_dataset(tenant, req.dataset_id, allow_deleted=False)
         init_prefix = ""
         incremental = req.incremental_model_version
         if incremental == "best":
@@ -249,7 +249,7 @@ class SchedulerService:
 
     def list_jobs(self, tenant: str, dataset_id: str, page_size: int, page_token: str) -> tuple[list[Job], str]:
         offset, limit = paging.page(page_size, page_token)
-        resolved = self._dataset_of_jobs(tenant, dataset_id) if dataset_id else None
+        resolved = self._find_dataset(tenant, dataset_id, allow_deleted=True) if dataset_id else None
         jobs = self.store.list_jobs(tenant, resolved, offset, limit)
         return jobs, paging.next_token(offset, limit, len(jobs))
 
@@ -296,21 +296,21 @@ class SchedulerService:
 
     # Model versions belong to a dataset, so to its tenant: every read resolves the dataset
     # through the dataset service acting for the caller, which answers NOT_FOUND for another's.
-    # They outlive their dataset: once it is deleted they stay readable by its id (`_dataset_of_jobs`).
+    # They outlive their dataset: once it is deleted they stay readable by its id (`_find_dataset`).
     def model_versions(self, tenant: str, dataset_id: str, page_size: int, page_token: str) -> tuple[list[dict[str, Any]], str]:
-        resolved = self._dataset_of_jobs(tenant, dataset_id)
+        resolved = self._find_dataset(tenant, dataset_id, allow_deleted=True)
         offset, limit = paging.page(page_size, page_token)
         versions = self.store.model_versions(resolved, offset, limit)
         return versions, paging.next_token(offset, limit, len(versions))
 
     def best_model_version(self, tenant: str, dataset_id: str) -> str:
         """The version with the highest macro precision (S4's usual starting point); "" when none."""
-        versions = self.store.model_versions(self._dataset_of_jobs(tenant, dataset_id))
+        versions = self.store.model_versions(self._find_dataset(tenant, dataset_id, allow_deleted=True))
         best = max(versions, key=lambda v: (v.get("evaluation", {}).get("macro", {}).get("precision", 0.0), v["version"]), default=None)
         return best["version"] if best else ""
 
     def model_version(self, tenant: str, dataset_id: str, version: str) -> dict[str, Any]:
-        resolved = self._dataset_of_jobs(tenant, dataset_id)
+        resolved = self._find_dataset(tenant, dataset_id, allow_deleted=True)
         if not version:
             raise InvalidArgument.field("version", "is required")
         body = self.store.model_version(resolved, version)
@@ -326,18 +326,10 @@ class SchedulerService:
         body = self.model_version(tenant, dataset_id, version)
         return self.trainers.artifact(self._any_trainer().address, body["artifactPrefix"], name)
 
-    def _live_dataset(self, tenant: str, id_or_name: str) -> str:
-        """The id of the tenant's live dataset, for a new job; a dataset it deleted is NOT_FOUND, saying so."""
-        try:
-            return self.datasets.resolve_dataset(tenant, id_or_name)
-        except NotFound:
-            if self.store.tenant_used_dataset(tenant, id_or_name):
-                raise NotFound(f"dataset {id_or_name!r} was deleted; a new training job cannot use it "
-                               "(its jobs and model versions stay readable by this id)") from None
-            raise
-
-    def _dataset_of_jobs(self, tenant: str, id_or_name: str) -> str:
-        """The dataset whose jobs or model versions a read names: a live one of the tenant's, or one it deleted.
+    def _find_dataset(self, tenant: str, id_or_name: str, *, allow_deleted: bool) -> str:
+        """The id of the dataset a call names: a live one of the tenant's or, when `allow_deleted`
+        (reads of jobs and model versions), one it deleted. A new job (`allow_deleted` False) on a
+        deleted dataset is NOT_FOUND saying so.
 
         A deleted dataset is found by its id only (its name is free for a new dataset), and only
         by a tenant that had jobs on it, so another tenant still gets the NOT_FOUND of a missing one.
@@ -345,9 +337,12 @@ class SchedulerService:
         try:
             return self.datasets.resolve_dataset(tenant, id_or_name)
         except NotFound:
-            if self.store.tenant_used_dataset(tenant, id_or_name):
-                return id_or_name
-            raise
+            if not self.store.tenant_used_dataset(tenant, id_or_name):
+                raise
+            if not allow_deleted:
+                raise NotFound(f"dataset {id_or_name!r} was deleted; a new training job cannot use it "
+                               "(its jobs and model versions stay readable by this id)") from None
+            return id_or_name
 
     def _any_trainer(self) -> Trainer:
         """A live trainer to serve a model; serving needs no slot."""

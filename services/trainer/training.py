@@ -269,8 +269,8 @@ def _gpu_batch_growth(
     """``batch_growth`` for this network on this GPU: one trial step at ``batch`` images, on a
     copy of the network (its gradients and batch-norm statistics are thrown away), measures
     what a step takes. 1 when even the trial does not fit."""
-    if MIN_STEPS_PER_EPOCH * batch * 2 > per_rank:
-        return 1  # too few images to grow: no trial needed
+    if batch_growth(batch, per_rank, step_bytes=0, free_bytes=0) == 1:
+        return 1  # too few images to grow, whatever the memory: no trial needed
     torch.cuda.synchronize(device)
     free, _total = torch.cuda.mem_get_info(device)  # what the real steps will have
     trial = copy.deepcopy(net)

@@ -12,7 +12,6 @@ import hashlib
 import io
 import struct
 import time
-import uuid
 import zlib
 
 import grpc
@@ -21,6 +20,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from PIL import Image
 
+from tests.integration import dataset_calls
+from tests.integration.dataset_calls import new_dataset
 from trainyard.dataset.v1 import dataset_pb2
 from trainyard.dataset.v1 import dataset_service_pb2 as api
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as api_grpc
@@ -58,20 +59,9 @@ def stub(server, security):
 # --- helpers ----------------------------------------------------------------------
 
 
-def new_dataset(stub) -> dataset_pb2.Dataset:
-    return stub.CreateDataset(api.CreateDatasetRequest(display_name="in-" + uuid.uuid4().hex[:8])).dataset
-
-
 def upload(stub, dataset_id: str, files, chunk: int = 16 * 1024) -> api.UploadImagesResponse:
     """One UploadImages stream, sent as the SDK sends it: a header with the size, then chunks."""
-    def requests():
-        yield api.UploadImagesRequest(dataset_id=dataset_id)
-        for name, label, data in files:
-            yield api.UploadImagesRequest(header=api.ImageHeader(file_name=name, label=label, size_bytes=len(data)))
-            for start in range(0, len(data), chunk):
-                yield api.UploadImagesRequest(chunk=data[start:start + chunk])
-
-    return stub.UploadImages(requests())
+    return dataset_calls.upload(stub, dataset_id, files, chunk, declare_size=True)
 
 
 def encode(fmt: str, size=(32, 32), seed: int = 0, *, noise: bool = True) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -15,6 +14,7 @@ from grpc_status import rpc_status
 from minio import Minio
 from PIL import Image
 
+from tests.integration.dataset_calls import new_dataset, upload
 from trainyard.dataset.v1 import dataset_pb2
 from trainyard.dataset.v1 import dataset_service_pb2 as api
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as api_grpc
@@ -35,21 +35,6 @@ def server(tmp_path_factory, s3_config, security):
 @pytest.fixture(scope="module")
 def stub(server, security):
     return api_grpc.DatasetServiceStub(security.channel(f"127.0.0.1:{server.port}"))
-
-
-def new_dataset(stub) -> dataset_pb2.Dataset:
-    return stub.CreateDataset(api.CreateDatasetRequest(display_name="d-" + uuid.uuid4().hex[:8])).dataset
-
-
-def upload(stub, dataset_id, files, chunk=64 * 1024):
-    def requests():
-        yield api.UploadImagesRequest(dataset_id=dataset_id)
-        for name, label, data in files:
-            yield api.UploadImagesRequest(header=api.ImageHeader(file_name=name, label=label))
-            for i in range(0, len(data), chunk):
-                yield api.UploadImagesRequest(chunk=data[i:i + chunk])
-
-    return stub.UploadImages(requests())
 
 
 def png(color=(255, 0, 0), size=(16, 16)) -> bytes:

@@ -15,6 +15,7 @@ import grpc
 import pytest
 from PIL import Image
 
+from tests.integration.dataset_calls import new_dataset, upload
 from trainyard.dataset.v1 import dataset_service_pb2 as api
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as api_grpc
 from trainyard.db import Database, SchemaMismatch
@@ -38,21 +39,6 @@ def png(seed: int, size: tuple[int, int] = (16, 16), noise: bool = False) -> byt
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def upload_requests(dataset_id: str, files):
-    yield api.UploadImagesRequest(dataset_id=dataset_id)
-    for name, label, data in files:
-        yield api.UploadImagesRequest(header=api.ImageHeader(file_name=name, label=label))
-        yield api.UploadImagesRequest(chunk=data)
-
-
-def upload(stub, dataset_id: str, files) -> api.UploadImagesResponse:
-    return stub.UploadImages(upload_requests(dataset_id, files))
-
-
-def new_dataset(stub, name: str | None = None):
-    return stub.CreateDataset(api.CreateDatasetRequest(display_name=name or "d-" + uuid.uuid4().hex[:8])).dataset
 
 
 def error(call) -> grpc.RpcError:

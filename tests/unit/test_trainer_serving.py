@@ -268,40 +268,10 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
-def test_requests_queued_during_a_forward_go_together_into_the_next_one():
-    calls: list[int] = []
-    first_running, release = threading.Event(), threading.Event()
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        calls.append(len(x))
-        if len(calls) == 1:
-            first_running.set()
-            release.wait(10)
-        return x * 2
-
-    batcher = MicroBatcher(forward, window=0.001)
-    results: dict[int, torch.Tensor] = {}
-
-    def ask(i: int, n: int) -> None:
-        results[i] = batcher.run(lambda: torch.full((n, 1), float(i)))
-
-    threads = [threading.Thread(target=ask, args=(0, 1))]
-    threads[0].start()
-    first_running.wait(10)
-    threads += [threading.Thread(target=ask, args=(i, i)) for i in range(1, 8)]
-    for t in threads[1:]:
-        t.start()
-    wait_until(lambda: batcher.queued() == 7)
-    release.set()
-    for t in threads:
-        t.join(10)
-    assert calls == [1, sum(range(1, 8))]
-    assert all(torch.equal(results[i], torch.full((max(i, 1), 1), 2.0 * i)) for i in range(8))
-    batcher.close()
-    assert batcher.join(5)
-
-
-def test_a_batch_never_takes_more_than_its_image_limit():
+def queued_behind_a_running_forward(max_images: int) -> list[int]:
+    """A batcher whose first forward (one image) is held while requests of 1, 2, ..., 7 images
+    queue behind it; then released. Checks that every request got its own rows back (the forward
+    adds 1) and returns the image count of each forward."""
     calls: list[int] = []
     first_running, release = threading.Event(), threading.Event()
 
@@ -312,13 +282,13 @@ def test_a_batch_never_takes_more_than_its_image_limit():
             release.wait(10)
         return x + 1
 
-    batcher = MicroBatcher(forward, window=0.001, max_images=8)
+    batcher = MicroBatcher(forward, window=0.001, max_images=max_images)
     results: dict[int, torch.Tensor] = {}
 
     def ask(i: int) -> None:
-        results[i] = batcher.run(lambda: torch.full((i, 1), float(i)))
+        results[i] = batcher.run(lambda: torch.full((max(i, 1), 1), float(i)))
 
-    threads = [threading.Thread(target=ask, args=(1,))]
+    threads = [threading.Thread(target=ask, args=(0,))]
     threads[0].start()
     first_running.wait(10)
     threads += [threading.Thread(target=ask, args=(i,)) for i in range(1, 8)]
@@ -328,11 +298,21 @@ def test_a_batch_never_takes_more_than_its_image_limit():
     release.set()
     for t in threads:
         t.join(10)
-    waiting = calls[1:]  # 1 + 2 + ... + 7 = 28 images queued while the first batch ran
-    assert sum(waiting) == 28 and all(n <= 8 for n in waiting) and len(waiting) >= 4, calls
-    assert all(torch.equal(results[i], torch.full((i, 1), i + 1.0)) for i in range(1, 8))
     batcher.close()
     assert batcher.join(5)
+    assert all(torch.equal(results[i], torch.full((max(i, 1), 1), i + 1.0)) for i in range(8))
+    return calls
+
+
+def test_requests_queued_during_a_forward_go_together_into_the_next_one():
+    calls = queued_behind_a_running_forward(max_images=64)
+    assert calls == [1, sum(range(1, 8))]
+
+
+def test_a_batch_never_takes_more_than_its_image_limit():
+    calls = queued_behind_a_running_forward(max_images=8)
+    waiting = calls[1:]  # 1 + 2 + ... + 7 = 28 images queued while the first batch ran
+    assert sum(waiting) == 28 and all(n <= 8 for n in waiting) and len(waiting) >= 4, calls
 
 
 def test_a_lone_request_does_not_wait_for_the_window():
