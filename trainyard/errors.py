@@ -8,6 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SHOWN_CHARACTERS = 80  # how much of a value a user sent an error message quotes
+
+
+def shown(value: object, limit: int = SHOWN_CHARACTERS) -> str:
+    """A value from a request, quoted for an error message: its repr, cut to ``limit``
+    characters with its full length said, so a message never repeats a huge input."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value):,} characters)" if isinstance(value, str) else ""
+    return f"{text[: limit - 1]}…{size}"
+
 
 @dataclass(frozen=True)
 class FieldViolation:

@@ -8,6 +8,7 @@ from trainyard.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+_MAX_OFFSET_DIGITS = 18  # far beyond any list, within SQLite's 64-bit integers
 
 
 def page(page_size: int, page_token: str) -> tuple[int, int]:
@@ -19,10 +20,10 @@ def page(page_size: int, page_token: str) -> tuple[int, int]:
         return 0, limit
     try:
         kind, _, value = base64.urlsafe_b64decode(page_token.encode()).decode().partition(":")
-        offset = int(value)
-        if kind != "o" or offset < 0:
+        if kind != "o" or not (value.isascii() and value.isdigit()) or len(value) > _MAX_OFFSET_DIGITS:
             raise ValueError
-    except ValueError:
+        offset = int(value)
+    except ValueError:  # also bad base64 (binascii.Error) and bytes that are not UTF-8
         raise InvalidArgument.field("page_token", "is not a token returned by this list call") from None
     return offset, limit
 

@@ -49,27 +49,49 @@ _CODES: dict[type[errors.TrainyardError], grpc.StatusCode] = {
 }
 
 
+# An error travels in two response headers (grpc-message, percent-encoded, and the Status in
+# grpc-status-details-bin, base64), and clients refuse headers over 8 KiB: a message that quoted a
+# huge input would reach them as RESOURCE_EXHAUSTED instead of its own code. These bounds keep both
+# headers within about 5 KiB, whatever the text.
+MESSAGE_BYTES = 768  # of the message, UTF-8
+DETAILS_BYTES = 1536  # of the BadRequest / PreconditionFailure details, serialized
+_DETAIL_CHARACTERS = 200  # of one violation's field or description
+
+
 def status_for(exc: errors.TrainyardError) -> status_pb2.Status:
-    """The google.rpc.Status for a domain error, with BadRequest / PreconditionFailure details."""
+    """The google.rpc.Status for a domain error, with BadRequest / PreconditionFailure details
+    (the violations in order, as many as fit in DETAILS_BYTES)."""
     code = _CODES.get(type(exc), grpc.StatusCode.INTERNAL)
     details: list[any_pb2.Any] = []
     if isinstance(exc, errors.InvalidArgument) and exc.violations:
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in exc.violations
-            ]
-        )
+        bad = error_details_pb2.BadRequest()
+        for v in exc.violations:
+            bad.field_violations.add(field=_cut(v.field), description=_cut(v.description))
+            if bad.ByteSize() > DETAILS_BYTES:
+                del bad.field_violations[-1]
+                break
         details.append(_pack(bad))
     if isinstance(exc, errors.FailedPrecondition) and exc.violations:
-        failure = error_details_pb2.PreconditionFailure(
-            violations=[
-                error_details_pb2.PreconditionFailure.Violation(type="S1", description=v)
-                for v in exc.violations
-            ]
-        )
+        failure = error_details_pb2.PreconditionFailure()
+        for description in exc.violations:
+            failure.violations.add(type="S1", description=_cut(description))
+            if failure.ByteSize() > DETAILS_BYTES:
+                del failure.violations[-1]
+                break
         details.append(_pack(failure))
-    return status_pb2.Status(code=code.value[0], message=exc.message, details=details)
+    return status_pb2.Status(code=code.value[0], message=_cut_bytes(exc.message, MESSAGE_BYTES), details=details)
+
+
+def _cut(text: str, characters: int = _DETAIL_CHARACTERS) -> str:
+    return text if len(text) <= characters else f"{text[: characters - 1]}…"
+
+
+def _cut_bytes(text: str, limit: int) -> str:
+    """``text`` within ``limit`` UTF-8 bytes: cut at a character boundary, the cut said."""
+    if len(text.encode()) <= limit:
+        return text
+    tail = f"… (cut; {len(text):,} characters in all)"
+    return text.encode()[: limit - len(tail.encode())].decode(errors="ignore") + tail
 
 
 def _pack(message) -> any_pb2.Any:
@@ -206,6 +228,9 @@ def _status(context, exc: Exception, method: str) -> grpc.Status:
         return rpc_status.to_status(status_for(exc))
     if isinstance(exc, grpc.aio.AbortError) or _is_grpc_abort(exc, context):
         raise exc
+    if isinstance(exc, grpc.RpcError) and not _is_active(context):
+        # the client went away (cancelled, or past its deadline) while its request stream was read
+        return rpc_status.to_status(status_pb2.Status(code=code_pb2.CANCELLED, message="the client cancelled the call"))
     log.error("rpc.unexpected_error", method=method, exc_info=exc)
     return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error: {type(exc).__name__}"))
 
@@ -214,6 +239,13 @@ def _abort(context: grpc.ServicerContext, status: grpc.Status) -> None:
     """What abort_with_status does, in a form the asyncio server's sync contexts also accept."""
     context.set_trailing_metadata(status.trailing_metadata)
     context.abort(status.code, status.details)
+
+
+def _is_active(context) -> bool:
+    try:
+        return context.is_active()
+    except (AttributeError, NotImplementedError):  # the asyncio server's contexts
+        return not context.cancelled() if hasattr(context, "cancelled") else True
 
 
 def _is_grpc_abort(exc: Exception, context: grpc.ServicerContext) -> bool:

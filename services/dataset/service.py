@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 
 import structlog
 
-from trainyard import paging
+from trainyard import images, paging
 from trainyard.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from trainyard.objectstore import ObjectStore
-from trainyard.services.dataset import images, manifest, rules, split
+from trainyard.services.dataset import manifest, rules, split
 from trainyard.services.dataset.store import DatasetRow, DatasetStore, ImageRow, Usage, VersionRow
 
 log = structlog.get_logger(__name__)

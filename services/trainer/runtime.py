@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 import torch
 
+from trainyard import images as images_check
 from trainyard.artifacts import ARTIFACTS, MAX_PREDICT_IMAGES
 from trainyard.errors import (
     FailedPrecondition,
@@ -140,8 +141,10 @@ class JobRun:
 class TrainerRuntime:
     def __init__(self, objects: ObjectStore, slots: int = 1, device: str | None = None,
                  model_cache_size: int = MODEL_CACHE_SIZE, ddp_processes: int = 1,
-                 batch_window_seconds: float = BATCH_WINDOW_SECONDS) -> None:
+                 batch_window_seconds: float = BATCH_WINDOW_SECONDS,
+                 max_image_pixels: int = images_check.DEFAULT_MAX_PIXELS) -> None:
         self.objects = objects
+        self.max_image_pixels = max_image_pixels  # of an image sent to predict
         self.slots = slots
         self.device = device
         # Processes per job: one per GPU (DDP) on a multi-GPU trainer, else 1 (in this process).
@@ -300,6 +303,11 @@ class TrainerRuntime:
             raise InvalidArgument.field("images", "at least one image is required")
         if len(images) > MAX_PREDICT_IMAGES:
             raise InvalidArgument.field("images", f"{len(images)} images; at most {MAX_PREDICT_IMAGES} per request")
+        for index, blob in enumerate(images):  # the format and the pixel count, before any decoding
+            try:
+                images_check.check_header(blob, max_pixels=self.max_image_pixels)
+            except images_check.InvalidImage as exc:
+                raise InvalidArgument.field(f"images[{index}]", _reason(exc)) from None
         served = self._models.get(artifact_prefix)
         classes = served.classes
         k = top_k or min(5, len(classes))
@@ -527,16 +535,22 @@ class ServedModel:
 
 
 def _decode(images: list[bytes], resolution: int) -> torch.Tensor:
-    """A request's images as one uint8 batch; INVALID_ARGUMENT naming the first undecodable one."""
+    """A request's images (their headers checked) as one uint8 batch; INVALID_ARGUMENT naming
+    the first one whose data is corrupt."""
     try:
         return training.decode_images(images, lambda blob: blob, resolution)
     except Exception:
         for index, blob in enumerate(images):
             try:
                 training.decode_image(blob, resolution)
-            except Exception as exc:
-                raise InvalidArgument.field(f"images[{index}]", f"could not be decoded: {exc}") from None
+            except Exception as exc:  # decoders of untrusted bytes raise many types
+                raise InvalidArgument.field(f"images[{index}]", f"the image data is truncated or corrupt ({exc})") from None
         raise
+
+
+def _reason(invalid: images_check.InvalidImage) -> str:
+    """Why an image sent to predict is refused, naming the setting when it was the pixel limit."""
+    return f"{invalid.reason} (TRAINYARD_MAX_IMAGE_PIXELS)" if invalid.over_pixel_limit else invalid.reason
 
 
 # training: loading and progress -----------------------------------------------------

@@ -14,6 +14,7 @@ import torch
 from trainyard import log as logs
 from trainyard import metrics
 from trainyard.config import S3Config, SecurityConfig, env_float, env_int, env_str
+from trainyard.images import DEFAULT_MAX_PIXELS
 from trainyard.objectstore import ObjectStore
 from trainyard.rpc import RunningServer, channel, create_server, serve_until_signal
 from trainyard.scheduler.v1 import scheduler_service_pb2 as sched
@@ -43,6 +44,7 @@ class TrainerConfig:
     metrics_listen: str = ""  # /metrics address; empty: off
     ddp_processes: int = 1  # processes per job: one per GPU on a multi-GPU trainer (DDP)
     model_cache_size: int = MODEL_CACHE_SIZE  # model versions kept loaded for Predict
+    max_image_pixels: int = DEFAULT_MAX_PIXELS  # of one image sent to Predict
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TrainerConfig:
@@ -67,6 +69,7 @@ class TrainerConfig:
             metrics_listen=env_str(env, "TRAINYARD_TRAINER_METRICS_LISTEN", ""),
             ddp_processes=distributed.job_world_size(device, slots, env),
             model_cache_size=model_cache_size,
+            max_image_pixels=env_int(env, "TRAINYARD_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS),
         )
 
 
@@ -76,7 +79,7 @@ def build(config: TrainerConfig) -> tuple[RunningServer, TrainerRuntime]:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.slots))
     objects = ObjectStore(config.s3.endpoint, config.s3.access_key, config.s3.secret_key, config.s3.bucket, config.s3.secure)
     runtime = TrainerRuntime(objects, slots=config.slots, device=config.device, ddp_processes=config.ddp_processes,
-                             model_cache_size=config.model_cache_size)
+                             model_cache_size=config.model_cache_size, max_image_pixels=config.max_image_pixels)
     running = create_server(
         config.listen,
         lambda server: trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(runtime), server),

@@ -10,7 +10,7 @@ import zlib
 import pytest
 from PIL import Image, ImageFile
 
-from trainyard.services.dataset.images import ImageInfo, InvalidImage, inspect_image
+from trainyard.images import ImageInfo, InvalidImage, inspect_image
 
 
 def encode(
@@ -143,7 +143,7 @@ def test_text_file() -> None:
 
 @pytest.mark.parametrize(("fmt", "name"), [("GIF", "GIF"), ("TIFF", "TIFF"), ("ICO", "ICO")])
 def test_unaccepted_formats_are_named(fmt: str, name: str) -> None:
-    assert reason(encode(fmt)) == f"{name} images are not accepted; upload JPEG, PNG, BMP or WebP"
+    assert reason(encode(fmt)) == f"{name} images are not accepted; use JPEG, PNG, BMP or WebP"
 
 
 def test_heic_signature_is_named() -> None:

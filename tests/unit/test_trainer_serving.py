@@ -258,6 +258,55 @@ def test_an_undecodable_image_is_named_and_fails_its_request_only(trainer, train
         trainer.predict("models/d/missing/", [blobs[0]], top_k=1)
 
 
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize(("make", "reason"), [
+    # 12 kB of PNG that would decode to 10,000 x 10,000 pixels (300 MB as RGB)
+    (lambda: encoded(Image.new("1", (10_000, 10_000)), "PNG", optimize=True),
+     "the image is 10000 × 10000 = 100,000,000 pixels; the limit is 89,478,485 pixels (TRAINYARD_MAX_IMAGE_PIXELS)"),
+    (lambda: encoded(Image.new("RGB", (8, 8)), "GIF"), "GIF images are not accepted; use JPEG, PNG, BMP or WebP"),
+    (lambda: encoded(Image.new("RGB", (8, 8)), "TIFF"), "TIFF images are not accepted; use JPEG, PNG, BMP or WebP"),
+    (lambda: b"", "the file is empty"),
+])
+def test_an_image_refused_from_its_header_is_never_decoded(trained, make, reason):
+    """What uploads refuse, Predict refuses too, from the header: no pixel decoded, no model loaded."""
+    _, _, blobs = trained
+    served = TrainerRuntime(trained[0], device="cpu")  # type: ignore[arg-type]
+    try:
+        with pytest.raises(InvalidArgument) as error:
+            served.predict(PREFIX, [blobs[0], make()], top_k=1)
+        assert (error.value.violations[0].field, error.value.violations[0].description) == ("images[1]", reason)
+        assert served.loaded_models() == []
+    finally:
+        served.close()
+
+
+def test_the_pixel_limit_of_predict_is_the_trainers_setting(trained):
+    objects, _, blobs = trained
+    served = TrainerRuntime(objects, device="cpu", max_image_pixels=63)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(InvalidArgument, match="8 × 8 = 64 pixels; the limit is 63 pixels"):
+            served.predict(PREFIX, [blobs[0]], top_k=1)
+    finally:
+        served.close()
+
+
+def test_a_truncated_image_is_named_with_its_reason(trainer, trained):
+    _, _, blobs = trained
+    noise = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    photo = encoded(Image.fromarray(noise), "JPEG")
+    with pytest.raises(InvalidArgument) as error:  # the header is whole, the data stops half-way
+        trainer.predict(PREFIX, [blobs[0], photo[: len(photo) // 2]], top_k=1)
+    violation = error.value.violations[0]
+    assert violation.field == "images[1]" and violation.description.startswith("the image data is truncated or corrupt (")
+    assert "BytesIO" not in violation.description
+
+
 # --- the pieces: batcher and cache, with fakes ---------------------------------------------
 
 

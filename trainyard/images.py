@@ -1,7 +1,9 @@
-"""Validation of uploaded images by decoding them with Pillow.
+"""Validation of images from users (uploads, and images sent for prediction) with Pillow.
 
 An upload is accepted only if Pillow decodes it fully as JPEG, PNG, BMP or WebP
-within the size and pixel limits. Decisions:
+within the size and pixel limits (``inspect_image``). An image sent for prediction
+gets the header checks (``check_header``: the format and the pixel limit) before
+the trainer decodes it. Decisions:
 
 - The pixel limit is checked from the header, before any pixel is decoded.
   Pillow's global ``Image.MAX_IMAGE_PIXELS`` is never changed; Pillow itself still
@@ -99,13 +101,7 @@ def inspect_image(
     if len(data) > max_bytes:
         raise InvalidImage(f"the file is {len(data):,} bytes; the limit is {max_bytes:,} bytes")
     with _open(data, max_pixels) as image:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise InvalidImage(
-                f"the image is {width} × {height} = {width * height:,} pixels; "
-                f"the limit is {max_pixels:,} pixels",
-                over_pixel_limit=True,
-            )
+        width, height = _within_pixels(image, max_pixels)
         info = ImageInfo(
             format=str(image.format),
             width=width,
@@ -122,6 +118,28 @@ def inspect_image(
             image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
         _decode(image.load, info.format)
     return info
+
+
+def check_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Check what the header says, decoding no pixel: InvalidImage unless the data is a JPEG,
+    PNG, BMP or WebP image of at most ``max_pixels`` pixels. Corrupt data past the header
+    fails later, when it is decoded."""
+    if not data:
+        raise InvalidImage("the file is empty")
+    with _open(data, max_pixels) as image:
+        _within_pixels(image, max_pixels)
+
+
+def _within_pixels(image: Image.Image, max_pixels: int) -> tuple[int, int]:
+    """The image's (width, height); InvalidImage if it has more than ``max_pixels`` pixels."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InvalidImage(
+            f"the image is {width} × {height} = {width * height:,} pixels; "
+            f"the limit is {max_pixels:,} pixels",
+            over_pixel_limit=True,
+        )
+    return width, height
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
@@ -159,7 +177,7 @@ def _unaccepted_reason(data: bytes) -> str:
         return f"the {accepted} header is corrupt"
     name = _other_format(data)
     if name:
-        return f"{name} images are not accepted; upload {_ACCEPTED_IN_WORDS}"
+        return f"{name} images are not accepted; use {_ACCEPTED_IN_WORDS}"
     return f"the file is not an image in an accepted format ({_ACCEPTED_IN_WORDS})"
 
 
