@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ from trainyard.common.v1 import training_pb2 as common
 from trainyard.config import SecurityConfig
 from trainyard.dataset.v1 import dataset_service_pb2 as ds
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as ds_grpc
-from trainyard.errors import InvalidArgument
+from trainyard.errors import FieldViolation, InvalidArgument, TrainyardError
 from trainyard.rpc import channel, domain_error
 from trainyard.services.scheduler.ports import TrainerUpdate, TrainingSpec, VersionInfo
 from trainyard.timeconv import seconds, timestamp
@@ -45,23 +46,43 @@ class DatasetClient:
             raise domain_error(exc) from None
 
     def get_version(self, tenant: str, dataset_id: str, name: str) -> VersionInfo:
+        """The version CreateTrainingJob's `dataset_version` names; errors name that field."""
         try:
             v = self.stub.GetVersion(ds.GetVersionRequest(dataset_id=dataset_id, version_name=name), timeout=CALL_TIMEOUT,
                                     metadata=_acting_for(tenant)).version
         except grpc.RpcError as exc:
-            raise domain_error(exc) from None
+            raise _renamed(domain_error(exc), {"version_name": "dataset_version"}) from None
         return VersionInfo(v.dataset_id, v.name, v.train_ratio, v.manifest_key)
 
     def publish_version(self, tenant: str, dataset_id: str, name: str, train_ratio: str | None, seed: int) -> VersionInfo:
-        """Publish a version; train_ratio None leaves the ratio out (the dataset service's default)."""
+        """Publish a version for CreateTrainingJob; train_ratio None leaves the ratio out (the
+        dataset service's default). Errors name CreateTrainingJob's fields (`new_version_name`)."""
         request = ds.PublishVersionRequest(dataset_id=dataset_id, version_name=name, seed=seed)
         if train_ratio is not None:
             request.train_ratio = train_ratio
         try:
             v = self.stub.PublishVersion(request, timeout=CALL_TIMEOUT * 4, metadata=_acting_for(tenant)).version
         except grpc.RpcError as exc:
-            raise domain_error(exc) from None
+            raise _renamed(domain_error(exc), {"version_name": "new_version_name"}) from None
         return VersionInfo(v.dataset_id, v.name, v.train_ratio, v.manifest_key)
+
+
+def _renamed(error: TrainyardError, names: dict[str, str]) -> TrainyardError:
+    """A dataset service INVALID_ARGUMENT in the words of the scheduler's request: each field of
+    the dataset service's request that the scheduler's names differently (`names`, old → new) is
+    renamed in the field violations and where the message names it ("version_name: …").
+
+    Fields of the same name in both requests (dataset_id, train_ratio, seed) stay as they are.
+    """
+    if not isinstance(error, InvalidArgument):
+        return error
+    violations = [FieldViolation(names.get(v.field, v.field), v.description) for v in error.violations]
+    message = re.sub(
+        r"(^|; )(" + "|".join(map(re.escape, names)) + r"):",
+        lambda m: f"{m.group(1)}{names[m.group(2)]}:",
+        error.message,
+    )
+    return InvalidArgument(message, violations)
 
 
 class TrainerClient:

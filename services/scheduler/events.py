@@ -26,6 +26,7 @@ MAX_CACHED_EVENTS = 5000  # per watched job; older ones are read from the store 
 @dataclass
 class _Watched:
     first: int  # sequence of events[0] once there are events; the next expected otherwise
+    final: int | None = None  # sequence of the job's final event once it is recorded: nothing follows it
     events: list[Event] = field(default_factory=list)
     watchers: int = 0
     async_waiters: dict[asyncio.Event, asyncio.AbstractEventLoop] = field(default_factory=dict)
@@ -52,7 +53,10 @@ class EventFeed:
             for job_id in job_ids:
                 entry = self._jobs.get(job_id)
                 if entry is not None:
-                    entry.events.extend(self.store.events_after(job_id, entry.last, limit=MAX_CACHED_EVENTS))
+                    new = self.store.events_after(job_id, entry.last, limit=MAX_CACHED_EVENTS)
+                    entry.events.extend(new)
+                    if new and new[-1].final:
+                        entry.final = new[-1].sequence
                     if len(entry.events) > MAX_CACHED_EVENTS:
                         del entry.events[: len(entry.events) - MAX_CACHED_EVENTS]
                         entry.first = entry.events[0].sequence
@@ -78,7 +82,8 @@ class EventFeed:
         if entry is None:
             job = self.store.get_job(job_id)
             first = (job.last_sequence if job else 0) + 1
-            entry = self._jobs[job_id] = _Watched(first=first)
+            final = job.last_sequence if job and job.final else None
+            entry = self._jobs[job_id] = _Watched(first=first, final=final)
         entry.watchers += 1
         return entry
 
@@ -97,6 +102,8 @@ class EventFeed:
     async def follow_async(self, job_id: str, after: int, keep_going: Callable[[], bool]) -> AsyncIterator[Event]:
         """Events with a sequence above `after`, live, until the final one or keep_going() is false.
 
+        Ends at once, with nothing, when `after` is at or past the final event of a job that has
+        ended (the caller refuses an `after` past the last event; see SchedulerService.watch_async).
         Waiting costs no thread: the feed wakes the watcher's event loop when its job gets events.
         """
         wake = asyncio.Event()
@@ -108,6 +115,8 @@ class EventFeed:
             while keep_going():
                 wake.clear()  # before looking, so that an event published meanwhile is not missed
                 with self._lock:
+                    if entry.final is not None and sequence >= entry.final:
+                        return  # the job has ended and its final event was sent or skipped
                     batch = self._cached(entry, sequence)
                 if batch is None:
                     batch = await asyncio.to_thread(self.store.events_after, job_id, sequence)

@@ -8,20 +8,22 @@ commits with its event in one transaction, then wakes watchers.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import secrets
 import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from trainyard import paging
+from trainyard import paging, timeconv
 from trainyard.errors import (
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -29,6 +31,7 @@ from trainyard.errors import (
     ResourceExhausted,
     TrainyardError,
     Unavailable,
+    shown,
 )
 from trainyard.services.dataset.rules import parse_train_ratio
 from trainyard.services.scheduler.events import EventFeed
@@ -49,6 +52,7 @@ MIN_DURATION_MINUTES, MAX_DURATION_MINUTES = 6, 6000
 PREFERENCES = ("PERFORMANCE_FIRST", "BALANCE", "ACCURACY_FIRST")
 DATASET_CHECK_TIMEOUT = 3.0  # seconds for the dataset service to say whether one queued job's dataset exists
 DATASET_CHECKS_SECONDS = 10.0  # at most this long asking, per pass; the datasets not reached are checked next time
+BEGINNING_OF_TIME = float(timeconv.MIN_TIMESTAMP_SECONDS)  # GetUsage's start when left out: 0001-01-01
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,20 @@ class JobRequest:
     flavor_id: str = ""
     accept_free_terms: bool = False
     max_epochs: int = 0
+
+
+def request_fields(req: JobRequest) -> str:
+    """The request's fields but its id, in one canonical text (sorted JSON): what a retry with the
+    same request id must repeat. Fields as sent, so a default left out and the same value written
+    out differ (a retry resends the same request)."""
+    fields = asdict(req)
+    del fields["request_id"]
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _differing_fields(stored: str, sent: str) -> list[str]:
+    before, after = json.loads(stored), json.loads(sent)
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
 class SchedulerService:
@@ -131,16 +149,32 @@ class SchedulerService:
     def create_job(self, tenant: str, req: JobRequest) -> Job:
         """Validate everything, then publish a version if needed, then queue the job.
 
-        A retry with the same request id returns the job already created, even over the rate limit.
+        A request id makes creation idempotent (AIP-155): a retry of the same request returns the
+        job already created, even over the rate limit. The id sent again with other fields is a
+        mistake: those fields are checked (a bad one answers as it would with a new id), then
+        ALREADY_EXISTS names the fields that differ. Jobs created before requests were recorded
+        (schema 1) match any request with their id.
         """
-        if req.request_id:
-            with self._request_locks[zlib.crc32(req.request_id.encode()) % len(self._request_locks)]:
-                existing = self.store.job_by_request(tenant, req.request_id)
-                return existing or self._create(req, tenant)
-        return self._create(req, tenant)
+        if not req.request_id:
+            return self._create(req, tenant)
+        sent = request_fields(req)
+        with self._request_locks[zlib.crc32(req.request_id.encode()) % len(self._request_locks)]:
+            existing = self.store.job_by_request(tenant, req.request_id)
+            if existing is None:
+                return self._create(req, tenant, sent)
+            recorded = existing.request_fields
+            if recorded is None or recorded == sent:
+                return existing
+        self._check_fields(req)
+        raise AlreadyExists(
+            f"request_id {shown(req.request_id)} was used for a different request (job {existing.id}); "
+            f"these fields differ: {', '.join(_differing_fields(recorded, sent))}. Send the identical "
+            "request to get that job, or a new request_id for a new job"
+        )
 
-    def _create(self, req: JobRequest, tenant: str) -> Job:
-        self._check_creation_rate(tenant)
+    def _check_fields(self, req: JobRequest) -> tuple[int, str, Flavor]:
+        """The checks of the request's own fields, needing no other service:
+        (max duration in minutes, preference, flavor) with their defaults."""
         minutes = req.max_duration_minutes or DEFAULT_MAX_DURATION_MINUTES
         if not MIN_DURATION_MINUTES <= minutes <= MAX_DURATION_MINUTES:
             raise InvalidArgument.field(
@@ -162,17 +196,23 @@ class SchedulerService:
             raise FailedPrecondition(
                 f"the {flavor.display_name} flavor requires accepting its terms (accept_free_terms): {flavor.terms}"
             )
+        return minutes, preference, flavor
+
+    def _create(self, req: JobRequest, tenant: str, recorded: str | None = None) -> Job:
+        """Create the job; `recorded` is the request's fields (request_fields) when it has an id."""
+        self._check_creation_rate(tenant)
+        minutes, preference, flavor = self._check_fields(req)
         dataset_id = self._find_dataset(tenant, req.dataset_id, allow_deleted=False)
         init_prefix = ""
         incremental = req.incremental_model_version
         if incremental == "best":
             incremental = self.best_model_version(tenant, dataset_id)
             if not incremental:
-                raise FailedPrecondition(f"incremental_model_version: dataset {req.dataset_id!r} has no model version yet")
+                raise FailedPrecondition(f"incremental_model_version: dataset {shown(req.dataset_id)} has no model version yet")
         if incremental:
             parent = self.store.model_version(dataset_id, incremental)
             if parent is None:
-                raise NotFound(f"incremental_model_version: dataset {req.dataset_id!r} has no model version {incremental!r}")
+                raise NotFound(f"incremental_model_version: dataset {shown(req.dataset_id)} has no model version {shown(incremental)}")
             if not parent.get("artifactPrefix"):
                 raise FailedPrecondition(f"model version {incremental} has no saved weights to start from")
             init_prefix = parent["artifactPrefix"]
@@ -204,8 +244,9 @@ class SchedulerService:
             place = 1 + sum(1 for j in self.store.jobs_in_states(("QUEUED",), tx) if j.flavor_id == flavor.id)
             wait = "waiting to be scheduled"
             self.store.insert_job(tx, {
-                "id": job_id, "request_id": req.request_id or None, "tenant": tenant, "dataset_id": dataset_id,
-                "flavor_id": flavor.id, "params": params, "state": "QUEUED", "create_time": now,
+                "id": job_id, "request_id": req.request_id or None, "request_fields": recorded,
+                "tenant": tenant, "dataset_id": dataset_id, "flavor_id": flavor.id, "params": params, "state": "QUEUED",
+                "create_time": now,
                 "duration_limit": limit_minutes * self.settings.minute_seconds, "deadline_reason": deadline_reason,
                 "queue_position": place, "wait_reason": wait,
             })
@@ -233,7 +274,7 @@ class SchedulerService:
         flavor = self.catalog.flavors.get(flavor_id)
         if flavor is None:
             raise InvalidArgument.field(
-                "flavor_id", f"{flavor_id!r} is not a flavor; choose one of {', '.join(self.catalog.flavors)}"
+                "flavor_id", f"{shown(flavor_id)} is not a flavor; choose one of {', '.join(self.catalog.flavors)}"
             )
         return flavor
 
@@ -244,7 +285,7 @@ class SchedulerService:
             raise InvalidArgument.field("job_id", "is required")
         job = self.store.get_job(job_id)
         if job is None or job.tenant != tenant:
-            raise NotFound(f"training job {job_id!r} does not exist")
+            raise NotFound(f"training job {shown(job_id)} does not exist")
         return job
 
     def list_jobs(self, tenant: str, dataset_id: str, page_size: int, page_token: str) -> tuple[list[Job], str]:
@@ -254,19 +295,31 @@ class SchedulerService:
         return jobs, paging.next_token(offset, limit, len(jobs))
 
     def _check_watch(self, tenant: str, job_id: str, after_sequence: int) -> None:
+        """Refuse an `after_sequence` outside the job's log: below the events kept, or past the last one.
+
+        The job's last sequence only grows, and an event is visible only once its job row says so
+        (one transaction), so a sequence a client was ever shown is never refused as too high.
+        """
         job = self.get_job(tenant, job_id)
         if after_sequence < 0:
-            raise InvalidArgument.field("after_sequence", "must not be negative")
+            raise InvalidArgument.field("after_sequence", f"must not be negative, got {after_sequence}")
+        if after_sequence > job.last_sequence:
+            last = f"{job.last_sequence} (the job has ended)" if job.final else f"{job.last_sequence} so far"
+            raise OutOfRange(
+                f"after_sequence: {after_sequence} is past the last event of job {job_id}, sequence {last}; "
+                f"watch from after_sequence 0 to {job.last_sequence}"
+            )
         if after_sequence < job.first_sequence - 1:
             raise OutOfRange(
-                f"events 1 to {job.first_sequence - 1} of job {job_id} were pruned after it ended; "
+                f"after_sequence: events 1 to {job.first_sequence - 1} of job {job_id} were pruned after it ended; "
                 f"watch from after_sequence {job.first_sequence - 1} or later"
             )
 
     async def watch_async(self, tenant: str, job_id: str, after_sequence: int) -> AsyncIterator[Event]:
         """The job's events after `after_sequence`: stored ones, then live ones, until the final event.
 
-        A coroutine per watcher (the scheduler serves on grpc.aio), so watchers cost no threads.
+        Watching an ended job from its last sequence ends at once, with no event. A coroutine
+        per watcher (the scheduler serves on grpc.aio), so watchers cost no threads.
         """
         await asyncio.to_thread(self._check_watch, tenant, job_id, after_sequence)
         async for event in self.feed.follow_async(job_id, after_sequence, lambda: not self._stopping.is_set()):
@@ -315,7 +368,7 @@ class SchedulerService:
             raise InvalidArgument.field("version", "is required")
         body = self.store.model_version(resolved, version)
         if body is None:
-            raise NotFound(f"dataset {dataset_id!r} has no model version {version!r}")
+            raise NotFound(f"dataset {shown(dataset_id)} has no model version {shown(version)}")
         return body
 
     def predict(self, tenant: str, dataset_id: str, version: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:
@@ -340,7 +393,7 @@ class SchedulerService:
             if not self.store.tenant_used_dataset(tenant, id_or_name):
                 raise
             if not allow_deleted:
-                raise NotFound(f"dataset {id_or_name!r} was deleted; a new training job cannot use it "
+                raise NotFound(f"dataset {shown(id_or_name)} was deleted; a new training job cannot use it "
                                "(its jobs and model versions stay readable by this id)") from None
             return id_or_name
 
@@ -352,10 +405,15 @@ class SchedulerService:
         return trainers[0]
 
     def usage(self, tenant: str | None, start: float | None, end: float | None) -> list[tuple[str, str, int, float, float]]:
-        """Billed usage in a period: one tenant's, or every tenant's (`tenant` None: an admin asks)."""
-        start, end = start or 0.0, end or self.clock()
+        """Billed usage in a period: one tenant's, or every tenant's (`tenant` None: an admin asks).
+
+        `start` None is the beginning of time, `end` None is now; 0 is the epoch, like any time.
+        """
+        left_out = end is None
+        start = BEGINNING_OF_TIME if start is None else start
+        end = self.clock() if end is None else end
         if end <= start:
-            raise InvalidArgument.field("end_time", "must be after start_time")
+            raise InvalidArgument.field("end_time", "must be after start_time" + (" (left out, end_time is now)" if left_out else ""))
         return self.store.usage(start, end, tenant)
 
     # cancellation ----------------------------------------------------------------
@@ -379,7 +437,7 @@ class SchedulerService:
             raise InvalidArgument.field("slots", "must be at least 1")
         unknown = [f for f in flavor_ids if f not in self.catalog.flavors]
         if unknown or not flavor_ids:
-            raise InvalidArgument.field("flavor_ids", f"unknown or missing flavors: {unknown or 'none given'}")
+            raise InvalidArgument.field("flavor_ids", f"unknown or missing flavors: {shown(unknown) if unknown else 'none given'}")
         self.store.upsert_trainer(Trainer(trainer_id, address, flavor_ids, slots, device, self.clock()))
         self._wake()
         return self.settings.heartbeat_timeout_seconds

@@ -15,7 +15,7 @@ from trainyard.scheduler.v1 import scheduler_service_pb2 as api
 from trainyard.scheduler.v1 import scheduler_service_pb2_grpc as api_grpc
 from trainyard.services.scheduler import mapping
 from trainyard.services.scheduler.service import JobRequest, SchedulerService
-from trainyard.timeconv import seconds
+from trainyard.timeconv import request_times
 from trainyard.trainer.v1 import trainer_pb2
 
 
@@ -85,11 +85,9 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
 
     def GetUsage(self, request, context):
         caller = auth.current()
-        lines = self.service.usage(
-            None if caller.admin or caller.internal else auth.tenant(),  # an admin key sees every tenant
-            seconds(request.start_time) if request.HasField("start_time") else None,
-            seconds(request.end_time) if request.HasField("end_time") else None,
-        )
+        start, end = request_times(request, "start_time", "end_time")
+        # an admin key sees every tenant
+        lines = self.service.usage(None if caller.admin or caller.internal else auth.tenant(), start, end)
         return api.GetUsageResponse(lines=[
             scheduler_pb2.UsageLine(tenant=t, flavor_id=f, job_count=n, billed_seconds=s, cost=c) for t, f, n, s, c in lines
         ])

@@ -16,11 +16,14 @@ from typing import Any
 
 from trainyard.db import Database
 
+SCHEMA_VERSION = 2
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     id              TEXT NOT NULL UNIQUE,
     request_id      TEXT,
+    request_fields  TEXT,
     tenant          TEXT NOT NULL,
     dataset_id      TEXT NOT NULL,
     flavor_id       TEXT NOT NULL,
@@ -75,6 +78,14 @@ CREATE TABLE IF NOT EXISTS trainers (
 );
 """
 
+# Upgrades of a database written by an earlier release: MIGRATIONS[n] takes schema n to n + 1.
+MIGRATIONS = {
+    # 1 → 2: a job created with a request id records the request's other fields (canonical JSON),
+    # so that the id sent again with different fields is refused. Jobs of release 1 have none
+    # (NULL) and match any request with their id, as they did.
+    1: "ALTER TABLE jobs ADD COLUMN request_fields TEXT;",
+}
+
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED")
 ACTIVE_STATES = ("STARTING", "RUNNING")
 
@@ -84,6 +95,7 @@ class Job:
     seq: int
     id: str
     request_id: str | None
+    request_fields: str | None  # the creating request but its id, canonical JSON; None without an id or before schema 2
     tenant: str
     dataset_id: str
     flavor_id: str
@@ -138,7 +150,7 @@ class Trainer:
 
 class SchedulerStore:
     def __init__(self, path: Path) -> None:
-        self.db = Database(path, SCHEMA)
+        self.db = Database(path, SCHEMA, SCHEMA_VERSION, MIGRATIONS)
         self._touched: set[str] = set()
         self.on_events: Callable[[set[str]], None] = lambda job_ids: None
 

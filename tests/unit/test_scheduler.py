@@ -439,3 +439,181 @@ def test_a_slow_dataset_service_cuts_the_deletion_checks_short_instead_of_holdin
         assert asked == [scheduler_service.DATASET_CHECK_TIMEOUT] * checked
     finally:
         service.stop()
+
+
+# --- watching from the end of a job's log --------------------------------------------
+
+
+def ended_job(service: SchedulerService):
+    """A job cancelled while queued: its log is complete."""
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
+    service.cancel(T, job.id)
+    return service.get_job(T, job.id)
+
+
+def watch_quickly(service: SchedulerService, job_id: str, after: int, timeout: float = 5.0) -> list:
+    async def collect() -> list:
+        return [event async for event in service.watch_async(T, job_id, after)]
+
+    return asyncio.run(asyncio.wait_for(collect(), timeout=timeout))
+
+
+def test_watching_an_ended_job_from_its_last_sequence_ends_at_once_with_nothing(tmp_path):
+    service, _, _ = make(tmp_path)
+    job = ended_job(service)
+    assert watch_quickly(service, job.id, job.last_sequence) == []
+    assert [e.sequence for e in watch_quickly(service, job.id, job.last_sequence - 1)] == [job.last_sequence]
+
+
+@pytest.mark.parametrize("past", [1, 5, 2**63 - 1])
+def test_watching_past_the_last_event_is_out_of_range_naming_the_last_sequence(tmp_path, past):
+    from trainyard.errors import OutOfRange
+
+    service, _, _ = make(tmp_path)
+    ended, live = ended_job(service), service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
+    # settled: the dispatcher has said why it waits (no trainer), and adds no event until one registers
+    live = wait_for(lambda: (j := service.get_job(T, live.id)).wait_reason.startswith("no trainer") and j)
+    for job in (ended, live):
+        after = min(job.last_sequence + past, 2**63 - 1)
+        with pytest.raises(OutOfRange) as exc:
+            watch_quickly(service, job.id, after)
+        message = exc.value.message
+        assert message.startswith(f"after_sequence: {after} is past the last event of job {job.id}, sequence {job.last_sequence}")
+        assert f"watch from after_sequence 0 to {job.last_sequence}" in message
+    assert service.get_job(T, ended.id) == ended  # nothing changed
+    assert service.get_job(T, live.id).state == "QUEUED"
+
+
+def test_a_job_that_ends_right_after_the_check_still_gives_its_watcher_the_final_event(tmp_path, monkeypatch):
+    service, _, _ = make(tmp_path)
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
+    last = service.get_job(T, job.id).last_sequence
+    check = service._check_watch
+
+    def check_then_cancel(tenant, job_id, after):  # the job ends between the check and the follow
+        check(tenant, job_id, after)
+        service.cancel(T, job_id)
+
+    monkeypatch.setattr(service, "_check_watch", check_then_cancel)
+    events = watch_quickly(service, job.id, last)
+    assert events[-1].final and all(e.sequence > last for e in events)
+
+
+def test_a_new_watcher_of_a_job_that_ended_while_watched_ends_at_once(tmp_path):
+    service, _, _ = make(tmp_path)
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
+
+    async def scenario() -> tuple[list, list]:
+        first = asyncio.create_task(asyncio.wait_for(
+            _collect(service, job.id, service.get_job(T, job.id).last_sequence), timeout=5))
+        await asyncio.sleep(0.1)  # the first watcher holds the feed's entry for the job, made while it was live
+        await asyncio.to_thread(service.cancel, T, job.id)
+        seen = await first
+        last = service.get_job(T, job.id).last_sequence
+        return seen, await asyncio.wait_for(_collect(service, job.id, last), timeout=5)
+
+    seen, after_end = asyncio.run(scenario())
+    assert seen[-1].final and after_end == []
+
+
+async def _collect(service: SchedulerService, job_id: str, after: int) -> list:
+    return [event async for event in service.watch_async(T, job_id, after)]
+
+
+# --- request ids: the same request again, or another one ------------------------------
+
+
+def test_a_request_id_sent_again_with_other_fields_is_already_exists_naming_them(tmp_path):
+    from trainyard.errors import AlreadyExists
+
+    service, datasets, _ = make(tmp_path)
+    first = service.create_job(T, JobRequest(dataset_id="ds-1", request_id="r-1", **FREE))
+    again = JobRequest(dataset_id="ds-1", request_id="r-1", max_duration_minutes=30, seed=7, **FREE)
+    with pytest.raises(AlreadyExists) as exc:
+        service.create_job(T, again)
+    assert "request_id 'r-1' was used for a different request" in exc.value.message
+    assert f"(job {first.id})" in exc.value.message
+    assert "these fields differ: max_duration_minutes, seed" in exc.value.message
+    assert service.create_job(T, JobRequest(dataset_id="ds-1", request_id="r-1", **FREE)).id == first.id  # a true retry
+    assert [j.id for j in service.list_jobs(T, "", 0, "")[0]] == [first.id]
+    assert len(datasets.published) == 1
+    assert service.get_job(T, first.id) == first
+
+
+def test_a_request_id_sent_again_with_an_invalid_field_names_that_field(tmp_path):
+    service, datasets, _ = make(tmp_path)
+    first = service.create_job(T, JobRequest(dataset_id="ds-1", request_id="r-1", **FREE))
+    with pytest.raises(InvalidArgument) as exc:
+        service.create_job(T, JobRequest(dataset_id="ds-1", request_id="r-1", max_duration_minutes=5, **FREE))
+    assert [v.field for v in exc.value.violations] == ["max_duration_minutes"]
+    assert [j.id for j in service.list_jobs(T, "", 0, "")[0]] == [first.id]
+    assert len(datasets.published) == 1
+
+
+def test_the_same_request_id_of_another_tenant_is_another_request(tmp_path):
+    service, _, _ = make(tmp_path)
+    a = service.create_job("alice", JobRequest(dataset_id="ds-1", request_id="r-1", **FREE))
+    b = service.create_job("bob", JobRequest(dataset_id="ds-1", request_id="r-1", seed=3, **FREE))
+    assert a.id != b.id
+
+
+def test_request_fields_are_canonical_and_leave_the_request_id_out():
+    from trainyard.services.scheduler.service import request_fields
+
+    one = request_fields(JobRequest(dataset_id="ds-1", request_id="a", seed=1, train_ratio="0.8"))
+    assert one == request_fields(JobRequest(request_id="b", train_ratio="0.8", seed=1, dataset_id="ds-1"))
+    assert one != request_fields(JobRequest(dataset_id="ds-1", seed=1))  # a ratio left out is not "0.8" sent
+    assert '"request_id"' not in one
+
+
+# --- GetUsage periods ------------------------------------------------------------------
+
+
+def test_usage_takes_an_explicit_epoch_as_a_time_not_as_left_out(tmp_path):
+    service, _, _ = make(tmp_path)
+    ended_job(service)
+    assert [n for _, _, n, _, _ in service.usage(T, None, None)] == [1]
+    assert service.usage(T, None, 0.0) == []  # the period ending at the epoch: nothing ended before 1970
+    assert [n for _, _, n, _, _ in service.usage(T, 0.0, None)] == [1]
+    with pytest.raises(InvalidArgument) as exc:
+        service.usage(T, 0.0, 0.0)
+    assert [v.field for v in exc.value.violations] == ["end_time"]
+    with pytest.raises(InvalidArgument, match=r"left out, end_time is now"):
+        service.usage(T, time.time() + 3600, None)
+
+
+# --- dataset service errors in the words of CreateTrainingJob --------------------------
+
+
+def test_dataset_service_field_names_become_the_create_requests_names():
+    from trainyard.errors import FieldViolation
+    from trainyard.services.scheduler.clients import _renamed
+
+    error = InvalidArgument("version_name: 'bad name' may contain only ASCII letters",
+                            [FieldViolation("version_name", "'bad name' may contain only ASCII letters")])
+    renamed = _renamed(error, {"version_name": "new_version_name"})
+    assert renamed.message == "new_version_name: 'bad name' may contain only ASCII letters"
+    assert renamed.violations == [FieldViolation("new_version_name", "'bad name' may contain only ASCII letters")]
+    both = InvalidArgument("train_ratio: is empty; version_name: is empty",
+                           [FieldViolation("train_ratio", "is empty"), FieldViolation("version_name", "is empty")])
+    renamed = _renamed(both, {"version_name": "new_version_name"})
+    assert renamed.message == "train_ratio: is empty; new_version_name: is empty"
+    assert [v.field for v in renamed.violations] == ["train_ratio", "new_version_name"]
+    refused = FailedPrecondition("training cannot start: a", ["a"])
+    assert _renamed(refused, {"version_name": "new_version_name"}) is refused
+
+
+def test_messages_quote_at_most_80_characters_of_an_id(tmp_path):
+    service, _, _ = make(tmp_path)
+    long_id = "x" * 6000
+    for call in (lambda: service.get_job(T, long_id), lambda: service.cancel(T, long_id),
+                 lambda: watch_quickly(service, long_id, 0)):
+        with pytest.raises(NotFound) as exc:
+            call()
+        assert len(exc.value.message) < 200 and "6,000 characters" in exc.value.message
+    with pytest.raises(InvalidArgument) as exc:
+        service.create_job(T, JobRequest(dataset_id="ds-1", flavor_id=long_id))
+    assert len(exc.value.message) < 300 and "6,000 characters" in exc.value.message
+    with pytest.raises(NotFound) as exc:
+        service.create_job(T, JobRequest(dataset_id="ds-1", incremental_model_version=long_id, **FREE))
+    assert len(exc.value.message) < 300

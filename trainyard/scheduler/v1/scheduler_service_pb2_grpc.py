@@ -118,7 +118,8 @@ class SchedulerServiceServicer:
         were not accepted (the terms in the message); NOT_FOUND for an unknown dataset, version
         or incremental model version; RESOURCE_EXHAUSTED past the job creations per tenant per
         minute (the limit and when to retry named; a retry with the same request_id still returns
-        its job); UNAVAILABLE if the dataset service is unreachable.
+        its job); ALREADY_EXISTS if request_id was used for a different request (the fields that
+        differ named); UNAVAILABLE if the dataset service is unreachable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,7 +151,9 @@ class SchedulerServiceServicer:
         """Streams a job's events after after_sequence: first the stored ones, then live ones,
         ending after the final event. Watchers never affect the job (S8).
         NOT_FOUND if the job does not exist; OUT_OF_RANGE if after_sequence is older than the
-        events kept (those of jobs ended long ago are pruned, the final event stays).
+        events kept (those of jobs ended long ago are pruned, the final event stays) or past the
+        job's last_sequence (the last sequence named); INVALID_ARGUMENT if it is negative.
+        Watching an ended job from its last sequence ends at once, with no event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -198,7 +201,8 @@ class SchedulerServiceServicer:
     def GetUsage(self, request, context):
         """Sums billed seconds and cost of the jobs that ended in a period, per tenant and flavor:
         the caller's tenant only, every tenant for an admin key.
-        INVALID_ARGUMENT if end_time is not after start_time.
+        INVALID_ARGUMENT if start_time or end_time is not a valid Timestamp (0001-01-01T00:00:00Z
+        to 9999-12-31T23:59:59.999999999Z), or end_time is not after start_time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
