@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -333,19 +334,23 @@ class SchedulerService:
             raise Unavailable("the scheduler is shutting down; watch again from the last sequence")
 
     def flavors(self) -> list[tuple[Flavor, int, int, int]]:
-        """Each flavor with (capacity, slots in use, queue length)."""
+        """Each flavor with (capacity, slots in use, queue length): the slots of the trainers that
+        serve it, and how many of those run a job of any flavor (a trainer's slots are shared by
+        the flavors it serves, so a slot busy with another flavor's job is not free for this one)."""
         trainers = self.store.trainers()
         active = self.store.jobs_in_states(ACTIVE_STATES)
         queued = self.store.jobs_in_states(("QUEUED",))
-        return [
-            (
+        statuses = []
+        for flavor in self.catalog.flavors.values():
+            serving = {t.id: t.slots for t in trainers if flavor.id in t.flavors}
+            busy = Counter(j.trainer_id for j in active if j.trainer_id in serving)
+            statuses.append((
                 flavor,
-                sum(t.slots for t in trainers if flavor.id in t.flavors),
-                sum(1 for j in active if j.flavor_id == flavor.id),
+                sum(serving.values()),
+                sum(min(count, serving[trainer]) for trainer, count in busy.items()),
                 sum(1 for j in queued if j.flavor_id == flavor.id),
-            )
-            for flavor in self.catalog.flavors.values()
-        ]
+            ))
+        return statuses
 
     # Model versions belong to a dataset, so to its tenant: every read resolves the dataset
     # through the dataset service acting for the caller, which answers NOT_FOUND for another's.

@@ -617,3 +617,18 @@ def test_messages_quote_at_most_80_characters_of_an_id(tmp_path):
     with pytest.raises(NotFound) as exc:
         service.create_job(T, JobRequest(dataset_id="ds-1", incremental_model_version=long_id, **FREE))
     assert len(exc.value.message) < 300
+
+
+def test_a_slot_busy_with_one_flavors_job_is_in_use_for_every_flavor_it_serves(tmp_path):
+    """One trainer serving both flavors with one slot: a compute job running leaves no free slot."""
+    service, _, _ = make(tmp_path, FakeTrainer(steps=0))
+    add_trainer(service, slots=1)
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1"))
+    wait_for(lambda: service.get_job(T, job.id).state in ("STARTING", "RUNNING"))
+    queued = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
+    status = {flavor.id: (capacity, in_use, waiting) for flavor, capacity, in_use, waiting in service.flavors()}
+    assert status == {"free-gpu": (1, 1, 1), "compute-gpu-1": (1, 1, 0)}
+    service.cancel(T, job.id)
+    wait_for(lambda: service.get_job(T, queued.id).state in ("STARTING", "RUNNING"))
+    status = {flavor.id: (capacity, in_use, waiting) for flavor, capacity, in_use, waiting in service.flavors()}
+    assert status == {"free-gpu": (1, 1, 0), "compute-gpu-1": (1, 1, 0)}
