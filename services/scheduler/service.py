@@ -217,6 +217,7 @@ class SchedulerService:
             if not parent.get("artifactPrefix"):
                 raise FailedPrecondition(f"model version {incremental} has no saved weights to start from")
             init_prefix = parent["artifactPrefix"]
+            preference = self._continued_preference(req.preference, incremental, parent) or preference
         # Side effects start here, after every check passed.
         if req.dataset_version:
             version = self.datasets.get_version(tenant, dataset_id, req.dataset_version)
@@ -270,6 +271,23 @@ class SchedulerService:
             raise ResourceExhausted(
                 f"job creations per tenant per minute: tenant {tenant!r} created {len(recent)} jobs in the last "
                 f"minute, the limit is {limit}; retry in {retry} s")
+
+    @staticmethod
+    def _continued_preference(requested: str, version: str, parent: dict[str, Any]) -> str:
+        """The preference an incremental job trains with: its parent's, which chose the architecture
+        the weights belong to (S6). Left out, it is the parent's; another one is refused, since its
+        model is not the parent's. "" for a parent that recorded none."""
+        trained = parent.get("parameters", {}).get("preference", "").removeprefix("TRAINING_PREFERENCE_")
+        if not trained or trained == "UNSPECIFIED":
+            return ""
+        if requested and requested != trained:
+            architecture = f" ({parent['architecture']})" if parent.get("architecture") else ""
+            raise FailedPrecondition(
+                f"preference: model version {version} was trained with {trained.lower()}{architecture}, and "
+                f"incremental training keeps its architecture; leave preference out (or choose {trained.lower()}) "
+                f"to continue it, or train from scratch with {requested.lower()}"
+            )
+        return trained
 
     def _flavor(self, flavor_id: str) -> Flavor:
         flavor = self.catalog.flavors.get(flavor_id)

@@ -632,3 +632,25 @@ def test_a_slot_busy_with_one_flavors_job_is_in_use_for_every_flavor_it_serves(t
     wait_for(lambda: service.get_job(T, queued.id).state in ("STARTING", "RUNNING"))
     status = {flavor.id: (capacity, in_use, waiting) for flavor, capacity, in_use, waiting in service.flavors()}
     assert status == {"free-gpu": (1, 1, 0), "compute-gpu-1": (1, 1, 0)}
+
+
+def test_incremental_training_continues_with_its_parents_preference(tmp_path):
+    """The parent's preference chose its architecture, which incremental training keeps (S4, S6)."""
+    service, datasets, _ = make(tmp_path)
+    add_trainer(service)
+    parent = service.create_job(T, JobRequest(dataset_id="ds-1", preference="ACCURACY_FIRST", **FREE))
+    wait_for(lambda: service.get_job(T, parent.id).final)
+    child = service.create_job(T, JobRequest(dataset_id="ds-1", incremental_model_version="V001", **FREE))
+    assert child.params["preference"] == "ACCURACY_FIRST"
+    same = service.create_job(T, JobRequest(dataset_id="ds-1", incremental_model_version="V001",
+                                            preference="ACCURACY_FIRST", **FREE))
+    assert same.params["preference"] == "ACCURACY_FIRST"
+    published = list(datasets.published)
+    with pytest.raises(FailedPrecondition) as refused:
+        service.create_job(T, JobRequest(dataset_id="ds-1", incremental_model_version="V001",
+                                         preference="PERFORMANCE_FIRST", **FREE))
+    assert refused.value.message == (
+        "preference: model version V001 was trained with accuracy_first (resnet18), and incremental training "
+        "keeps its architecture; leave preference out (or choose accuracy_first) to continue it, or train "
+        "from scratch with performance_first")
+    assert datasets.published == published  # refused before any version was published
