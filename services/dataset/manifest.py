@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from trainyard.errors import InvalidArgument
+from trainyard.errors import InvalidArgument, shown
 from trainyard.services.dataset.rules import parse_train_ratio
 from trainyard.services.dataset.split import EVAL, TRAIN, USAGES
 
@@ -33,6 +33,10 @@ SOURCE_SCHEMES = ("s3", "obs")  # obs:// is how ExeML manifests name their objec
 
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _IMAGE_ID = re.compile(r"[0-9a-f]{64}")
+_TOO_DEEP = (
+    "nests arrays or objects too deeply to read; "
+    "a manifest line is one object with a list of annotations"
+)
 _SOURCE = re.compile(r"(?P<scheme>[a-z0-9]+)://(?P<bucket>[^/]+)/(?P<key>.+)", re.DOTALL)
 
 
@@ -96,13 +100,15 @@ def manifest_lines(
 def _check_publishable(entry: ManifestEntry) -> None:
     """Refuse an entry that a published manifest cannot hold."""
     if not _IMAGE_ID.fullmatch(entry.image_id):
-        raise ValueError(f"image id {entry.image_id!r} is not a lowercase SHA-256 hex digest")
+        raise ValueError(f"image id {shown(entry.image_id)} is not a lowercase SHA-256 hex digest")
     if not entry.object_key:
         raise ValueError(f"image {entry.image_id} has no object key")
     if not entry.label:
         raise ValueError(f"image {entry.image_id} has no label")
     if entry.usage not in USAGES:
-        raise ValueError(f"image {entry.image_id} has usage {entry.usage!r}, not TRAIN or EVAL")
+        raise ValueError(
+            f"image {entry.image_id} has usage {shown(entry.usage)}, not TRAIN or EVAL"
+        )
 
 
 def _format_time(moment: datetime) -> str:
@@ -112,18 +118,19 @@ def _format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(_TIME_FORMAT)
 
 
-def parse_manifest(data: bytes) -> list[ManifestEntry]:
+def parse_manifest(data: bytes, field: str = "manifest") -> list[ManifestEntry]:
     """Read a manifest written by ``manifest_lines`` or imported from ExeML/ModelArts.
 
     A line needs ``source`` (an s3:// or obs:// URI); ``id``, ``usage`` and
     ``annotation`` are optional (an absent or empty annotation is an unlabeled
-    image). Blank lines are skipped. Raises ``InvalidArgument`` on field
-    ``manifest`` naming the first malformed line by its number.
+    image). Blank lines are skipped. Raises ``InvalidArgument`` on ``field`` (the
+    request field the manifest came in) naming the first malformed line by its number;
+    a line whose JSON nests too deeply to read is malformed like any other.
     """
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise InvalidArgument.field("manifest", f"is not UTF-8 text ({error})") from None
+        raise InvalidArgument.field(field, f"is not UTF-8 text ({error})") from None
     entries = []
     seen_ids: dict[str, int] = {}
     for number, line in enumerate(text.split("\n"), start=1):
@@ -132,10 +139,12 @@ def parse_manifest(data: bytes) -> list[ManifestEntry]:
         try:
             entry = _parse_line(line)
         except ValueError as error:
-            raise InvalidArgument.field("manifest", f"line {number}: {error}") from None
+            raise InvalidArgument.field(field, f"line {number}: {error}") from None
+        except RecursionError:  # the JSON decoder (or a repr) gives up on deep nesting this way
+            raise InvalidArgument.field(field, f"line {number}: {_TOO_DEEP}") from None
         if entry.image_id in seen_ids:
             raise InvalidArgument.field(
-                "manifest",
+                field,
                 f"line {number}: id {entry.image_id} already appears on line "
                 f"{seen_ids[entry.image_id]}",
             )
@@ -156,10 +165,10 @@ def _parse_line(line: str) -> ManifestEntry:
     bucket, key = _parse_source(sample.get("source"))
     image_id = _optional_string(sample, "id")
     if image_id and not _IMAGE_ID.fullmatch(image_id):
-        raise ValueError(f"id {image_id!r} is not a lowercase SHA-256 hex digest")
+        raise ValueError(f"id {shown(image_id)} is not a lowercase SHA-256 hex digest")
     usage = _optional_string(sample, "usage")
     if usage and usage not in USAGES:
-        raise ValueError(f"usage {usage!r} is not TRAIN or EVAL")
+        raise ValueError(f"usage {shown(usage)} is not TRAIN or EVAL")
     label, label_time = _parse_annotation(sample.get("annotation"))
     return ManifestEntry(image_id, key, label, usage, label_time, bucket)
 
@@ -170,7 +179,7 @@ def _parse_source(source: object) -> tuple[str, str]:
         raise ValueError('"source" is missing or not a string')
     match = _SOURCE.fullmatch(source)
     if match is None or match["scheme"] not in SOURCE_SCHEMES:
-        raise ValueError(f'"source" {source!r} is not an s3:// or obs:// object URI')
+        raise ValueError(f'"source" {shown(source)} is not an s3:// or obs:// object URI')
     return match["bucket"], match["key"]
 
 
@@ -197,7 +206,7 @@ def _parse_annotation(annotation: object) -> tuple[str, datetime | None]:
         raise ValueError('"annotation" holds something other than an object')
     kind = item.get("type", ANNOTATION_TYPE)
     if kind != ANNOTATION_TYPE:
-        raise ValueError(f"annotation type {kind!r} is not {ANNOTATION_TYPE!r}")
+        raise ValueError(f"annotation type {shown(kind)} is not {ANNOTATION_TYPE!r}")
     name = item.get("name")
     if not isinstance(name, str) or not name:
         raise ValueError('annotation "name" is missing or not a string')
@@ -214,7 +223,7 @@ def _parse_time(value: object) -> datetime | None:
                 return datetime.strptime(value, form).replace(tzinfo=UTC)
             except ValueError:
                 continue
-    raise ValueError(f'"creation-time" {value!r} is not in the form YYYY-MM-DD HH:MM:SS')
+    raise ValueError(f'"creation-time" {shown(value)} is not in the form YYYY-MM-DD HH:MM:SS')
 
 
 def content_hash(manifest_bytes: bytes) -> str:
@@ -248,7 +257,7 @@ def version_metadata(
     counts: dict[str, dict[str, int]] = {}
     for entry in entries:
         if not entry.label or entry.usage not in USAGES:
-            raise ValueError(f"manifest entry {entry.image_id!r} lacks a label or usage")
+            raise ValueError(f"manifest entry {shown(entry.image_id)} lacks a label or usage")
         per_set = counts.setdefault(entry.label, {TRAIN: 0, EVAL: 0})
         per_set[entry.usage] += 1
     counts = dict(sorted(counts.items()))

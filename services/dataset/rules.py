@@ -6,13 +6,14 @@ fail in several ways at once report every failure, not just the first.
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from trainyard.errors import FailedPrecondition, InvalidArgument
+from trainyard.errors import FailedPrecondition, InvalidArgument, shown
 
 # --- S3: the training ratio --------------------------------------------------------
 
@@ -45,23 +46,32 @@ def parse_train_ratio(text: str) -> Decimal:
     match = _DECIMAL_NUMERAL.fullmatch(text)
     if match is None or not (match["int"] or match["frac"]):
         raise _ratio_error(
-            f"{text!r} is not a decimal number; write digits with a decimal point, "
+            f"{shown(text)} is not a decimal number; write digits with a decimal point, "
             "such as 0.8 (no spaces, exponents or words)"
         )
     value = Decimal(text)
     places = len(match["frac"] or "")
+    typed = _numeral(text)
     problems = []
     if not Decimal(0) < value < Decimal(1):
-        problems.append(f"{text} must lie strictly between 0 and 1")
+        problems.append(f"{typed} must lie strictly between 0 and 1")
     if not 1 <= places <= MAX_RATIO_DECIMAL_PLACES:
         problems.append(
-            f"{text} has {places} decimal places; it must have 1 to {MAX_RATIO_DECIMAL_PLACES}"
+            f"{typed} has {places:,} decimal places; it must have 1 to {MAX_RATIO_DECIMAL_PLACES}"
         )
     if not problems and (match["sign"] or match["int"] != "0"):
-        problems.append(f"write {text} as 0.{match['frac']} (a leading '0.' and no sign)")
+        problems.append(f"write {typed} as 0.{match['frac']} (a leading '0.' and no sign)")
     if problems:
         raise _ratio_error("; ".join(problems))
     return value
+
+
+def _numeral(text: str) -> str:
+    """A numeral the user typed, for a message: as typed when short, else cut (``shown``)."""
+    return text if len(text) <= _NUMERAL_SHOWN else shown(text)
+
+
+_NUMERAL_SHOWN = 24  # a plain numeral up to this long is quoted whole, without quotes
 
 
 def _ratio_error(description: str) -> InvalidArgument:
@@ -101,7 +111,7 @@ def check_trainability(labeled_counts: Mapping[str, int]) -> list[RuleViolation]
     """
     for label, count in labeled_counts.items():
         if count < 0:
-            raise ValueError(f"label {label!r} has a negative image count: {count}")
+            raise ValueError(f"label {shown(label)} has a negative image count: {count}")
     classes = sorted(label for label, count in labeled_counts.items() if count > 0)
     violations = []
     if len(classes) < MIN_CLASSES:
@@ -122,7 +132,7 @@ def check_trainability(labeled_counts: Mapping[str, int]) -> list[RuleViolation]
                 RuleViolation(
                     rule="min_images_per_class",
                     message=(
-                        f"class {label!r} has {count} labeled {noun}; "
+                        f"class {shown(label)} has {count} labeled {noun}; "
                         f"at least {MIN_IMAGES_PER_CLASS} are needed"
                     ),
                     count=count,
@@ -151,6 +161,12 @@ def require_trainable(labeled_counts: Mapping[str, int]) -> None:
 
 MAX_LABEL_LENGTH = 64
 _LABEL_PUNCTUATION = frozenset(" _-.")
+_VISIBLE_PUNCTUATION = frozenset("_-.")
+# Letters (category Lo) that render as nothing: the Hangul fillers. A label made of them,
+# or one that adds them to "cat", would look like nothing or like another label.
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+_COMBINING = frozenset({"Mn", "Mc"})
+_SHOWN_BAD_CHARACTERS = 8  # a message lists at most this many of a label's refused characters
 
 
 def validate_label(name: str) -> str:
@@ -158,27 +174,43 @@ def validate_label(name: str) -> str:
 
     A label has 1 to 64 characters: letters of any script (with their combining
     marks), decimal digits, spaces, '_', '-' and '.'; it neither starts nor ends with
-    a space and is not "." or "..". Raises ``InvalidArgument`` on field ``label``
-    naming every rule that fails.
+    a space and is not "." or "..". It has at least one visible character (a letter,
+    digit, '_', '-' or '.'), does not start with a combining mark, and holds no Hangul
+    filler (U+115F, U+1160, U+3164, U+FFA0: letters that render as nothing). Raises
+    ``InvalidArgument`` on field ``label`` naming every rule that fails; the message
+    quotes the label cut to 80 characters (``shown``) and lists at most 8 refused ones.
     """
     name = unicodedata.normalize("NFC", name)
     if not name:
         raise InvalidArgument.field("label", "is empty; a label has 1 to 64 characters")
     problems = []
     if len(name) > MAX_LABEL_LENGTH:
-        problems.append(f"is {len(name)} characters long; at most {MAX_LABEL_LENGTH} are allowed")
-    bad = sorted({char for char in name if not _is_label_char(char)})
+        problems.append(f"is {len(name):,} characters long; at most {MAX_LABEL_LENGTH} are allowed")
+    fillers = sorted({char for char in name if char in _INVISIBLE_LETTERS})
+    bad = sorted({char for char in name if not _is_label_char(char)} - set(fillers))
     if bad:
-        shown = ", ".join(f"{char!r} (U+{ord(char):04X})" for char in bad)
+        listed = ", ".join(f"{char!r} (U+{ord(char):04X})" for char in bad[:_SHOWN_BAD_CHARACTERS])
+        if len(bad) > _SHOWN_BAD_CHARACTERS:
+            listed += f" and {len(bad) - _SHOWN_BAD_CHARACTERS:,} more"
         problems.append(
-            f"contains {shown}; only letters, digits, spaces, '_', '-' and '.' are allowed"
+            f"contains {listed}; only letters, digits, spaces, '_', '-' and '.' are allowed"
+        )
+    if fillers:
+        listed = ", ".join(f"U+{ord(char):04X}" for char in fillers)
+        noun = "a Hangul filler, which shows" if len(fillers) == 1 else "Hangul fillers, which show"
+        problems.append(f"contains {listed}: {noun} as nothing")
+    if not any(_is_visible(char) for char in name):
+        problems.append("has no letter, digit, '_', '-' or '.'; a label must show at least one")
+    elif unicodedata.category(name[0]) in _COMBINING:
+        problems.append(
+            f"starts with the combining mark U+{ord(name[0]):04X}, which has no letter to mark"
         )
     if name != name.strip(" "):
         problems.append("must not start or end with a space")
     if name in {".", ".."}:
         problems.append(f"must not be {name!r}")
     if problems:
-        raise InvalidArgument.field("label", f"{name!r} " + "; ".join(problems))
+        raise InvalidArgument.field("label", f"{shown(name)} " + "; ".join(problems))
     return name
 
 
@@ -186,13 +218,24 @@ def _is_label_char(char: str) -> bool:
     """Whether a character may appear in a label name."""
     category = unicodedata.category(char)
     return (
-        category.startswith("L")  # letters of any script
-        or category in {"Mn", "Mc"}  # combining marks, needed by many scripts
+        (category.startswith("L") and char not in _INVISIBLE_LETTERS)  # letters of any script
+        or category in _COMBINING  # combining marks, needed by many scripts
         or category == "Nd"  # decimal digits
         or char in _LABEL_PUNCTUATION
     )
 
 
+def _is_visible(char: str) -> bool:
+    """Whether a label character shows by itself (not a space, a mark or a filler)."""
+    category = unicodedata.category(char)
+    return (
+        (category.startswith("L") and char not in _INVISIBLE_LETTERS)
+        or category == "Nd"
+        or char in _VISIBLE_PUNCTUATION
+    )
+
+
+MAX_VERSION_NAME = 64
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -207,12 +250,12 @@ def validate_version_name(name: str) -> str:
         return name
     if not name:
         description = "is empty; a version name has 1 to 64 characters"
-    elif len(name) > 64:
-        description = f"is {len(name)} characters long; at most 64 are allowed"
+    elif len(name) > MAX_VERSION_NAME:
+        description = f"is {len(name):,} characters long; at most {MAX_VERSION_NAME} are allowed"
     elif not re.fullmatch(r"[A-Za-z0-9]", name[0]):
-        description = f"{name!r} must start with an ASCII letter or digit"
+        description = f"{shown(name)} must start with an ASCII letter or digit"
     else:
-        description = f"{name!r} may contain only ASCII letters, digits, '.', '_' and '-'"
+        description = f"{shown(name)} may contain only ASCII letters, digits, '.', '_' and '-'"
     raise InvalidArgument.field("version_name", description)
 
 
@@ -223,7 +266,12 @@ def next_version_name(existing: Iterable[str]) -> str:
     """The version name the system proposes (S2): "v1", "v2", ...
 
     One above the highest existing name of the form "v<N>"; names the users chose
-    in another form are ignored. The proposal never equals an existing name.
+    in another form are ignored. When that would pass the 64 characters a version
+    name may have (after a user's "v999…9"), the lowest "v<N>" whose number is not
+    taken instead. The proposal never equals an existing name and is always valid.
     """
-    numbers = [int(m[1]) for name in existing if (m := _PROPOSED_VERSION.fullmatch(name))]
-    return f"v{max(numbers, default=0) + 1}"
+    numbers = {int(m[1]) for name in existing if (m := _PROPOSED_VERSION.fullmatch(name))}
+    proposal = f"v{max(numbers, default=0) + 1}"
+    if len(proposal) <= MAX_VERSION_NAME:
+        return proposal
+    return f"v{next(n for n in itertools.count(1) if n not in numbers)}"

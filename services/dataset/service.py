@@ -21,13 +21,20 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import structlog
 
 from trainyard import images, paging
-from trainyard.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from trainyard.errors import (
+    Aborted,
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    shown,
+)
 from trainyard.objectstore import ObjectStore
 from trainyard.services.dataset import manifest, rules, split
 from trainyard.services.dataset.store import DatasetRow, DatasetStore, ImageRow, Usage, VersionRow
@@ -35,7 +42,14 @@ from trainyard.services.dataset.store import DatasetRow, DatasetStore, ImageRow,
 log = structlog.get_logger(__name__)
 
 _DISPLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_DATASET_ID = re.compile(r"ds-[0-9a-f]+")  # the form of the ids new_dataset_id makes
 MAX_DESCRIPTION = 1000
+DESCRIPTION_CONTROLS = "\n\t"  # the only control characters a description may hold (line breaks, tabs)
+
+
+def new_dataset_id() -> str:
+    """A fresh dataset id: "ds-" and 8 lowercase hex digits. No display name has this form."""
+    return "ds-" + secrets.token_hex(4)
 
 
 @dataclass(frozen=True)
@@ -59,13 +73,13 @@ class Limits:
         """ResourceExhausted naming the limit when `usage` (as a request would leave it) is over one."""
         if usage.dataset_images > self.max_dataset_images:
             raise ResourceExhausted(
-                f"dataset {dataset.display_name!r} would hold {usage.dataset_images:,} images; the limit is "
+                f"dataset {shown(dataset.display_name)} would hold {usage.dataset_images:,} images; the limit is "
                 f"{self.max_dataset_images:,} images per dataset (TRAINYARD_DATASET_MAX_IMAGES). "
                 "Nothing of this request was recorded."
             )
         if usage.tenant_bytes > self.max_tenant_bytes:
             raise ResourceExhausted(
-                f"tenant {tenant!r} would store {usage.tenant_bytes:,} bytes of images; the limit is "
+                f"tenant {shown(tenant)} would store {usage.tenant_bytes:,} bytes of images; the limit is "
                 f"{self.max_tenant_bytes:,} bytes per tenant (TRAINYARD_TENANT_MAX_BYTES). "
                 "Nothing of this request was recorded."
             )
@@ -89,7 +103,18 @@ class VersionDiff:
 
 
 MAX_LABEL_ASSIGNMENTS = 10_000
-MAX_INLINE_MANIFEST = 8 * 2**20
+MAX_MANIFEST_BYTES = 8 * 2**20  # a manifest, inline or an object in the bucket
+# One upload stream's files, or one import's manifest lines. Each gets a result in the one
+# response, so the cap and the bounds on a result's parts (a file name of at most
+# MAX_FILE_NAME_BYTES, a source of at most s3://<bucket>/ and MAX_OBJECT_KEY_BYTES, a reason
+# of at most MAX_REASON_BYTES, an image id) keep the response below the 16 MiB a gRPC message
+# may have (trainyard.rpc.MAX_MESSAGE_BYTES): under 2.2 KiB a result, 11 MiB for 5,000.
+# The SDK's folder and zip uploads send 500 files a stream.
+MAX_FILES_PER_REQUEST = 5_000
+MAX_FILE_NAME_BYTES = 1024  # an upload's file_name, in UTF-8: as long as an S3 object key may be
+MAX_OBJECT_KEY_BYTES = 1024  # S3's own limit on an object key, in UTF-8
+MAX_REASON_BYTES = 1024  # a rejection's reason, in UTF-8; ours are far shorter, this bounds others' words
+_SHOWN_CONTROLS = 8  # a message lists at most this many distinct control characters
 UPLOAD_WORKERS = 3  # files of one upload stream validated and written at once
 IMPORTS_PREFIX = "imports/"  # imports/<tenant>/…: where objects for a tenant's imports are staged
 
@@ -182,9 +207,35 @@ def version_prefix(dataset_id: str, name: str) -> str:
     return f"datasets/{dataset_id}/versions/{name}/"
 
 
+def _controls(text: str, allowed: str = "") -> str:
+    """The control characters (Unicode Cc) of `text` but `allowed`, listed for a message; "" when none."""
+    found = sorted({c for c in text if unicodedata.category(c) == "Cc" and c not in allowed})
+    listed = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in found[:_SHOWN_CONTROLS])
+    return listed + (f" and {len(found) - _SHOWN_CONTROLS} more" if len(found) > _SHOWN_CONTROLS else "")
+
+
+def _name_problem(field_name: str, text: str, max_bytes: int) -> str:
+    """Why a name or key is refused (over `max_bytes` of UTF-8, or a control character); "" when fine."""
+    size = len(text.encode())
+    if size > max_bytes:
+        return f"{field_name} is {size:,} bytes long (UTF-8); at most {max_bytes:,} bytes are allowed"
+    controls = _controls(text)
+    if controls:
+        return f"{field_name} contains the control character(s) {controls}, which are not allowed"
+    return ""
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """`text` as a result repeats it: whole when within `max_bytes` of UTF-8, else cut, ending in '…'."""
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    return data[:max_bytes - 3].decode(errors="ignore") + "…"
+
+
 def _not_importable(tenant: str, key: str) -> str:
     """Why a key is refused: the same words whether or not the object or its dataset exists."""
-    return (f"object {key!r} is not importable: a tenant imports only objects under "
+    return (f"object {shown(key)} is not importable: a tenant imports only objects under "
             f"{IMPORTS_PREFIX}{tenant}/ or datasets/<id>/ of one of its own datasets")
 
 
@@ -252,11 +303,19 @@ class DatasetService:
             raise InvalidArgument.field(
                 "display_name", "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
+        if _DATASET_ID.fullmatch(display_name):
+            raise InvalidArgument.field(
+                "display_name", f"{shown(display_name)} has the form of a dataset id (ds- and hex digits); "
+                "datasets are found by id or by name, so a name of that form could reach another dataset")
         if len(description) > MAX_DESCRIPTION:
-            raise InvalidArgument.field("description", f"is {len(description)} characters; at most {MAX_DESCRIPTION}")
-        dataset_id = "ds-" + secrets.token_hex(4)
+            raise InvalidArgument.field("description", f"is {len(description):,} characters; at most {MAX_DESCRIPTION}")
+        controls = _controls(description, allowed=DESCRIPTION_CONTROLS)
+        if controls:
+            raise InvalidArgument.field(
+                "description", f"contains the control character(s) {controls}; only line breaks (\\n) and tabs (\\t) are allowed")
+        dataset_id = new_dataset_id()
         if not self.store.insert_dataset(tenant, dataset_id, display_name, description, self.clock()):
-            raise AlreadyExists(f"a dataset named {display_name!r} exists already")
+            raise AlreadyExists(f"a dataset named {shown(display_name)} exists already")
         log.info("dataset.created", dataset_id=dataset_id, display_name=display_name, tenant=tenant)
         return self.get_dataset(tenant, dataset_id)
 
@@ -269,7 +328,7 @@ class DatasetService:
             raise InvalidArgument.field("dataset_id", "is required")
         row = self.store.find_dataset(tenant, id_or_name)
         if row is None:
-            raise NotFound(f"dataset {id_or_name!r} does not exist")
+            raise NotFound(f"dataset {shown(id_or_name)} does not exist")
         return row
 
     def list_datasets(self, tenant: str, page_size: int, page_token: str) -> tuple[list[DatasetRow], str]:
@@ -307,9 +366,14 @@ class DatasetService:
         pending: list[Future[_Prepared | UploadOutcome | None]] = []
         with ThreadPoolExecutor(UPLOAD_WORKERS, thread_name_prefix="upload") as pool:
             try:
-                for header, chunks in _files(parts):
+                for count, (header, chunks) in enumerate(_files(parts), start=1):
                     if budget.exceeded:
                         raise budget.exceeded  # stop reading: no more objects for a request that fails
+                    if count > MAX_FILES_PER_REQUEST:  # stop reading: the response would grow without end
+                        raise InvalidArgument.field(
+                            "header", f"the stream sends more than {MAX_FILES_PER_REQUEST:,} files; at most "
+                            f"{MAX_FILES_PER_REQUEST:,} files per UploadImages stream (send the rest in another "
+                            "stream). Nothing of this stream was recorded.")
                     received = self._receive(header, chunks)
                     if isinstance(received, UploadOutcome):
                         pending.append(_done(received))
@@ -326,16 +390,25 @@ class DatasetService:
         return self._commit(tenant, dataset, prepared, budget)
 
     def _receive(self, header: FileHeader, chunks: Iterator[bytes]) -> tuple[str, bytes] | UploadOutcome:
-        """A file's (label, bytes), or its rejection for size, completeness or label."""
+        """A file's (label, bytes), or its rejection for its name, size, completeness or label.
+
+        A rejected file's name is repeated cut to MAX_FILE_NAME_BYTES, so no result is larger.
+        """
+        name_problem = _name_problem("file_name", header.file_name, MAX_FILE_NAME_BYTES)
         buffer = bytearray()
         received = 0
         for chunk in chunks:  # always drain the file's chunks, even once it is rejected
             received += len(chunk)
-            if received <= self.limits.max_image_bytes:
+            if received <= self.limits.max_image_bytes and not name_problem:
                 buffer += chunk
             elif buffer:
                 buffer = bytearray()  # over the limit: keep counting, stop holding
-        name = header.file_name
+        name = _cut(header.file_name, MAX_FILE_NAME_BYTES)
+        if name_problem:
+            return UploadOutcome(name, "rejected", reason=name_problem)
+        if header.size_bytes < 0:
+            return UploadOutcome(name, "rejected", reason=(
+                f"size_bytes is {header.size_bytes:,}; give the file's size in bytes, or 0 when it is not known"))
         if received > self.limits.max_image_bytes:
             return UploadOutcome(name, "rejected", reason=self.limits.image_too_big(received))
         if header.size_bytes and len(buffer) != header.size_bytes:
@@ -374,8 +447,8 @@ class DatasetService:
             dataset.id, rows, self.clock(), lambda usage: self.limits.check(tenant, dataset, usage)))
         outcomes = []
         for p in prepared:
-            if isinstance(p, UploadOutcome):
-                outcomes.append(p)
+            if isinstance(p, UploadOutcome):  # a reason may carry the object store's or Pillow's words
+                outcomes.append(replace(p, reason=_cut(p.reason, MAX_REASON_BYTES)))
             elif isinstance(p, _Prepared):
                 outcomes.append(UploadOutcome(p.row.file_name, "stored" if next(inserted) else "duplicate", p.image_id))
         return outcomes
@@ -384,8 +457,9 @@ class DatasetService:
         dataset = self.get_dataset(tenant, dataset_id)
         if label and unlabeled_only:
             raise InvalidArgument.field("label", "must be empty when unlabeled_only is set")
+        if label:
+            label = rules.validate_label(label)  # a label no image can have is a mistake; NFC, as stored
         offset, limit = paging.page(page_size, page_token)
-        label = unicodedata.normalize("NFC", label)  # as stored (rules.validate_label)
         rows = self.store.list_images(dataset.id, label or None, unlabeled_only, offset, limit)
         return rows, paging.next_token(offset, limit, len(rows))
 
@@ -395,26 +469,48 @@ class DatasetService:
         The manifest is an object (`manifest_key`) or sent inline (`content`). A tenant
         reads only its own objects: the manifest key and every source must lie under
         `imports/<tenant>/` or under `datasets/<id>/` of one of the tenant's live
-        datasets (`importable`). Limits apply as for an upload.
+        datasets (`importable`). Limits apply as for an upload. A manifest has at most
+        MAX_MANIFEST_BYTES and MAX_FILES_PER_REQUEST lines with a source; a malformed line
+        refuses the whole manifest (INVALID_ARGUMENT on the field it came in, naming the
+        line). A source that cannot be imported (another bucket, a key S3 would refuse, an
+        object not the tenant's or not an image) is rejected by itself; the others go on.
         """
         dataset = self.get_dataset(tenant, dataset_id)
         if bool(manifest_key) == bool(content):
             raise InvalidArgument.field("manifest_key", "give either manifest_key or manifest_content")
-        if len(content) > MAX_INLINE_MANIFEST:
-            raise InvalidArgument.field("manifest_content", f"is {len(content)} bytes; at most {MAX_INLINE_MANIFEST} inline")
+        field_name = "manifest_key" if manifest_key else "manifest_content"
+        if len(content) > MAX_MANIFEST_BYTES:
+            raise InvalidArgument.field("manifest_content", f"is {len(content):,} bytes; at most {MAX_MANIFEST_BYTES:,} inline")
         owned: dict[str, bool] = {}
-        if manifest_key and not self.importable(tenant, manifest_key, owned):
-            raise InvalidArgument.field("manifest_key", _not_importable(tenant, manifest_key))
-        entries = manifest.parse_manifest(content or self.objects.get_bytes(manifest_key))
+        if manifest_key:
+            problem = _name_problem("the key", manifest_key, MAX_OBJECT_KEY_BYTES)
+            if problem:
+                raise InvalidArgument.field("manifest_key", problem)
+            if not self.importable(tenant, manifest_key, owned):
+                raise InvalidArgument.field("manifest_key", _not_importable(tenant, manifest_key))
+            size = self.objects.size(manifest_key)
+            if size > MAX_MANIFEST_BYTES:  # refused before it is read
+                raise InvalidArgument.field(
+                    "manifest_key", f"object {shown(manifest_key)} is {size:,} bytes; a manifest has at most {MAX_MANIFEST_BYTES:,}")
+        entries = manifest.parse_manifest(content or self.objects.get_bytes(manifest_key), field_name)
+        if len(entries) > MAX_FILES_PER_REQUEST:
+            raise InvalidArgument.field(
+                field_name, f"has {len(entries):,} lines with a source; at most {MAX_FILES_PER_REQUEST:,} per "
+                "ImportManifest call (import the rest in another call). Nothing was imported.")
+        source_bytes = len(f"s3://{self.objects.bucket}/".encode()) + MAX_OBJECT_KEY_BYTES
         with self._writers.writing(dataset.id):  # image objects are written before their rows
             budget = _Budget(self.limits, tenant, dataset, self.store.usage(dataset.id))
             outcomes: list[_Prepared | UploadOutcome | None] = []
             for entry in entries:
                 if budget.exceeded:
                     raise budget.exceeded
-                source = f"s3://{entry.bucket}/{entry.object_key}"
+                source = _cut(f"s3://{entry.bucket}/{entry.object_key}", source_bytes)
                 if entry.bucket != self.objects.bucket:
                     outcomes.append(UploadOutcome(source, "rejected", reason=f"source is not in bucket {self.objects.bucket!r}"))
+                    continue
+                problem = _name_problem("the object key", entry.object_key, MAX_OBJECT_KEY_BYTES)
+                if problem:  # refused before the store sees it (S3 refuses such keys, and the answer must not vary)
+                    outcomes.append(UploadOutcome(source, "rejected", reason=problem))
                     continue
                 if not self.importable(tenant, entry.object_key, owned):
                     outcomes.append(UploadOutcome(source, "rejected", reason=_not_importable(tenant, entry.object_key)))
@@ -457,22 +553,42 @@ class DatasetService:
 
     # labels ----------------------------------------------------------------------
     def set_labels(self, tenant: str, dataset_id: str, assignments: list[tuple[str, str]]) -> int:
-        """Apply every (image_id, label) change or none; an empty label removes it."""
+        """Apply every (image_id, label) change or none; an empty label removes it.
+
+        An image named twice with the same label counts once; named with two different
+        labels, the call is refused (INVALID_ARGUMENT naming both positions), as its
+        outcome would hang on the order. Returns the number of images whose label changed.
+        """
         dataset = self.get_dataset(tenant, dataset_id)
         if len(assignments) > MAX_LABEL_ASSIGNMENTS:
             raise InvalidArgument.field("assignments", f"{len(assignments)} changes; at most {MAX_LABEL_ASSIGNMENTS} per call")
-        checked = []
+        checked: dict[str, str] = {}
+        position: dict[str, int] = {}
         for index, (image_id, label) in enumerate(assignments):
+            if not image_id:
+                raise InvalidArgument.field(f"assignments[{index}].image_id", "is required")
+            if not _IMAGE_ID.fullmatch(image_id):
+                raise InvalidArgument.field(
+                    f"assignments[{index}].image_id",
+                    f"{shown(image_id)} is not an image id; an image id is the SHA-256 of its bytes, 64 lowercase hex digits")
             try:
-                checked.append((image_id, rules.validate_label(label) if label else ""))
+                label = rules.validate_label(label) if label else ""
             except InvalidArgument as exc:
                 raise InvalidArgument.field(f"assignments[{index}].label", exc.message) from None
-        ids = [image_id for image_id, _ in checked]
+            if image_id in checked and checked[image_id] != label:
+                first = position[image_id]
+                raise InvalidArgument.field(
+                    f"assignments[{index}].label",
+                    f"image {image_id} is given {shown(label)} here and {shown(checked[image_id])} at "
+                    f"assignments[{first}]; give each image one label per call")
+            checked[image_id] = label
+            position.setdefault(image_id, index)
+        ids = list(checked)
         missing = sorted(set(ids) - self.store.existing_image_ids(dataset.id, ids))
         if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise NotFound(f"dataset {dataset.display_name!r} has no image {shown}")
-        return self.store.set_labels(dataset.id, checked, self.clock())
+            listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5:,} more" if len(missing) > 5 else "")
+            raise NotFound(f"dataset {shown(dataset.display_name)} has no image {listed}")
+        return self.store.set_labels(dataset.id, list(checked.items()), self.clock())
 
     def rename_class(self, tenant: str, dataset_id: str, label: str, new_label: str) -> int:
         dataset = self.get_dataset(tenant, dataset_id)
@@ -485,7 +601,7 @@ class DatasetService:
         label = unicodedata.normalize("NFC", label)  # labels are stored in NFC (rules.validate_label)
         changed = self.store.rename_label(dataset.id, label, new_label, self.clock())
         if not changed:
-            raise NotFound(f"no image of dataset {dataset.display_name!r} is labeled {label!r}")
+            raise NotFound(f"no image of dataset {shown(dataset.display_name)} is labeled {shown(label)}")
         return changed
 
     # deletion --------------------------------------------------------------------
@@ -567,7 +683,7 @@ class DatasetService:
             existing = self.store.list_versions(dataset.id)
             name = version_name or rules.next_version_name(v.name for v in existing)
             if any(v.name == name for v in existing):
-                raise AlreadyExists(f"dataset {dataset.display_name!r} has a version {name!r} already")
+                raise AlreadyExists(f"dataset {shown(dataset.display_name)} has a version {shown(name)} already")
             samples = self.store.labeled_samples(dataset.id)
             rules.require_trainable(Counter(label for _, label, _ in samples))
             parent = next(
@@ -601,7 +717,7 @@ class DatasetService:
                 parent_version=parent.name if parent else "",
             )
             if not self.store.insert_version(row, [(i, label, usage[i]) for i, label, _ in samples]):
-                raise AlreadyExists(f"dataset {dataset.display_name!r} has a version {name!r} already")
+                raise AlreadyExists(f"dataset {shown(dataset.display_name)} has a version {shown(name)} already")
         log.info("version.published", dataset_id=dataset.id, version=name, samples=len(samples), ratio=ratio_text)
         return self._view(row)
 
@@ -611,7 +727,7 @@ class DatasetService:
             raise InvalidArgument.field("version_name", "is required")
         row = self.store.get_version(dataset.id, name)
         if row is None:
-            raise NotFound(f"dataset {dataset.display_name!r} has no version {name!r}")
+            raise NotFound(f"dataset {shown(dataset.display_name)} has no version {shown(name)}")
         return self._view(row)
 
     def list_versions(self, tenant: str, dataset_id: str, page_size: int, page_token: str) -> tuple[list[VersionView], str]:
@@ -633,7 +749,7 @@ class DatasetService:
             if not name:
                 raise InvalidArgument.field(field_name, "is required")
             if self.store.get_version(dataset.id, name) is None:
-                raise NotFound(f"dataset {dataset.display_name!r} has no version {name!r}")
+                raise NotFound(f"dataset {shown(dataset.display_name)} has no version {shown(name)}")
             rows[name] = {i: label for i, label, _ in self.store.version_samples(dataset.id, name)}
         before, after = rows[base], rows[target]
         counts_before, counts_after = Counter(before.values()), Counter(after.values())
@@ -655,6 +771,7 @@ class DatasetService:
         return VersionView(row, dict(sorted(counts.items())))
 
 
+_IMAGE_ID = re.compile(r"[0-9a-f]{64}")  # an image's SHA-256, as image ids are written
 _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "WEBP": "image/webp"}
 
 

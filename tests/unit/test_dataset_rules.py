@@ -259,3 +259,89 @@ def test_proposal_is_new_and_valid(existing: list[str]) -> None:
     proposal = next_version_name(existing)
     assert proposal not in existing
     assert validate_version_name(proposal) == proposal
+
+
+@pytest.mark.parametrize(
+    ("existing", "proposal"),
+    [
+        (["v" + "9" * 63], "v1"),
+        (["v1", "v2", "v" + "9" * 63], "v3"),
+        (["v1", "v3", "v" + "9" * 63], "v2"),
+        (["v" + "0" * 62 + "1", "v" + "9" * 63], "v2"),  # "v00…01" is number 1, taken
+        (["v" + "9" * 62], "v1" + "0" * 62),  # 64 characters: still one above
+    ],
+)
+def test_the_proposal_never_passes_64_characters(existing: list[str], proposal: str) -> None:
+    """One above "v" and 63 nines would be 65 characters: the lowest free number instead."""
+    assert next_version_name(existing) == proposal
+    assert validate_version_name(proposal) == proposal
+
+
+@given(
+    st.lists(
+        st.integers(1, 10**63 - 1).map(lambda n: f"v{n}") | st.sampled_from(["v" + "9" * 63]),
+        max_size=8,
+    )
+)
+def test_proposal_is_new_and_valid_near_the_length_limit(existing: list[str]) -> None:
+    proposal = next_version_name(existing)
+    assert proposal not in existing
+    assert validate_version_name(proposal) == proposal
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("\u0301", "has no letter, digit, '_', '-' or '.'"),
+        ("\u0301\u0301", "has no letter, digit, '_', '-' or '.'"),
+        ("\u1160", "U+1160: a Hangul filler, which shows as nothing"),
+        ("\u3164", "U+3164: a Hangul filler"),
+        ("\u115f", "U+115F: a Hangul filler"),
+        ("\uffa0", "U+FFA0: a Hangul filler"),
+        ("cat\u3164", "U+3164: a Hangul filler"),
+        ("\u3164\u115f", "U+115F, U+3164: Hangul fillers, which show as nothing"),
+        ("\u0301cat", "starts with the combining mark U+0301"),
+    ],
+)
+def test_labels_that_show_nothing_or_hide_a_filler_are_refused(name: str, rule: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        validate_label(name)
+    assert rule in caught.value.message
+    assert [v.field for v in caught.value.violations] == ["label"]
+
+
+@pytest.mark.parametrize("name", ["...", "_", "-", "e\u0301", "\u1100\u1161", "क्ष"])
+def test_labels_with_something_visible_are_accepted(name: str) -> None:
+    assert validate_label(name)
+
+
+def test_a_huge_label_is_quoted_cut_and_its_characters_listed_in_part() -> None:
+    name = "".join(chr(0x1F600 + i) for i in range(80)) * 125  # 80 emoji
+    with pytest.raises(InvalidArgument) as caught:
+        validate_label(name)
+    message = caught.value.message
+    assert len(message) < 600
+    assert "(10,000 characters)" in message and "is 10,000 characters long" in message
+    assert "'\U0001f600' (U+1F600)" in message and "and 72 more" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("x" * 6000, "train_ratio"),
+        ("0." + "1" * 6000, "train_ratio"),
+        ("5" * 6000, "train_ratio"),
+    ],
+)
+def test_a_huge_ratio_is_quoted_cut(text: str, field: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        parse_train_ratio(text)
+    assert len(caught.value.message) < 600 and "characters)" in caught.value.message
+    assert [v.field for v in caught.value.violations] == [field]
+
+
+@pytest.mark.parametrize("name", ["é" * 6000, "-" + "x" * 60])
+def test_a_bad_version_name_is_quoted_cut(name: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        validate_version_name(name)
+    assert len(caught.value.message) < 200
