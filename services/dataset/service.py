@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import structlog
 
@@ -686,8 +687,8 @@ class DatasetService:
                 raise AlreadyExists(f"dataset {shown(dataset.display_name)} has a version {shown(name)} already")
             samples = self.store.labeled_samples(dataset.id)
             rules.require_trainable(Counter(label for _, label, _ in samples))
-            parent = next(
-                (v for v in reversed(existing) if v.train_ratio == ratio_text and v.seed == seed), None
+            parent = next(  # the same ratio by value: "0.80000" continues a version of "0.8"
+                (v for v in reversed(existing) if Decimal(v.train_ratio) == ratio and v.seed == seed), None
             )
             previous = (
                 {image_id: usage for image_id, _, usage in self.store.version_samples(dataset.id, parent.name)}

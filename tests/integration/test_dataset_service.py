@@ -312,6 +312,16 @@ def test_split_is_stable_when_data_is_added(stub, objects):
     assert moved == set(), "an image of the earlier version changed its set"
 
 
+def test_a_ratio_written_with_more_places_continues_the_version_of_the_same_value(stub):
+    ds = new_dataset(stub)
+    upload(stub, ds.id, digit_files(per_class=6))
+    first = stub.PublishVersion(api.PublishVersionRequest(dataset_id=ds.id, train_ratio="0.8", seed=3)).version
+    second = stub.PublishVersion(api.PublishVersionRequest(dataset_id=ds.id, train_ratio="0.80000", seed=3)).version
+    assert (second.train_ratio, second.parent_version) == ("0.80000", first.name)  # kept as typed, same split
+    other = stub.PublishVersion(api.PublishVersionRequest(dataset_id=ds.id, train_ratio="0.75", seed=3)).version
+    assert other.parent_version == ""
+
+
 def test_size_mismatch_is_rejected_as_incomplete(stub):
     ds = new_dataset(stub)
     data = png()
