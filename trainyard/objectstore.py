@@ -25,6 +25,7 @@ import contextlib
 import http.client
 import io
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -395,4 +396,16 @@ def _put_headers(data: bytes, content_type: str) -> dict[str, Any]:
 
 
 def _json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Strict JSON (RFC 8259): a NaN or infinite number (a metric of nothing, a diverged loss) is null."""
+    return json.dumps(_finite(obj), sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _finite(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(value) for value in obj]
+    return obj

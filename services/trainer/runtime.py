@@ -97,6 +97,7 @@ FINISHED_JOBS_KEPT = 64  # ended jobs whose events stay in memory for re-attachi
 MODEL_CACHE_SIZE = 4  # loaded models kept per trainer (least recently used evicted)
 BATCH_WINDOW_SECONDS = 0.005  # how long a forward batch waits for requests still on their way
 BATCH_MAX_IMAGES = 64  # a batch stops gathering requests once it holds this many images
+BATCHER_CLOSE_SECONDS = 10.0  # at shutdown, how long to wait for a model's batching thread to end
 
 
 @dataclass(frozen=True)
@@ -320,8 +321,11 @@ class TrainerRuntime:
         return self._models.keys()
 
     def close(self) -> None:
-        """Unload every model and stop its batching thread (requests already queued are answered)."""
-        self._models.clear()
+        """Unload every model and stop its batching thread (requests already queued are answered),
+        waiting for the threads: a process that exits while one still runs a forward aborts."""
+        for served in self._models.clear():
+            if not served.batcher.join(BATCHER_CLOSE_SECONDS):
+                log.warning("serving.batcher_still_running", thread=served.batcher.thread_name, seconds=BATCHER_CLOSE_SECONDS)
 
     def artifact(self, artifact_prefix: str, name: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
         """One artifact's bytes, in chunks."""
@@ -397,12 +401,14 @@ class ModelCache(Generic[V]):
         with self._lock:
             return list(self._entries)
 
-    def clear(self) -> None:
+    def clear(self) -> list[V]:
+        """Close and forget every loaded model; the models closed."""
         with self._lock:
             values = list(self._entries.values())
             self._entries.clear()
         for value in values:
             self._close(value)
+        return values
 
 
 @dataclass
@@ -455,6 +461,10 @@ class MicroBatcher:
             if not self._closed:
                 self._closed = True
                 self._queue.put(None)
+
+    @property
+    def thread_name(self) -> str:
+        return self._worker.name
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker to end (after `close`); whether it has."""

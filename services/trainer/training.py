@@ -81,6 +81,7 @@ MIN_STEPS_PER_EPOCH = 50  # a batch grown to fill a GPU still leaves this many s
 MAX_BATCH_GROWTH = 8  # ...and is at most this many times the preset's
 GPU_STEP_MEMORY_SHARE = 0.5  # of the GPU's free memory one training step may take
 GPU_CACHE_SHARE = 0.25  # of the GPU's free memory the decoded-image cache may take; the rest: model, activations
+MIN_CHANNEL_STD = 0.05  # floor of a measured channel std (ImageNet's are about 0.22)
 PRECISE_BN_IMAGES = 512  # training images that re-estimate batch-norm statistics (precise BN)
 FALLBACK_BN_IMAGES = 128  # ... when a run stopped before its first epoch ended: fewer, to be quick
 INCREMENTAL_LR_SCALE = 0.5  # a model that starts from a trained one takes smaller steps
@@ -174,20 +175,40 @@ def image_size(data: bytes) -> tuple[int, int]:
         return image.size
 
 
-def decode_image(data: bytes, resolution: int) -> np.ndarray:
-    """An encoded image as RGB uint8 (resolution, resolution, 3).
+DECODE_STEPS = (
+    "JPEG: decode at a reduced scale (libjpeg's 1/2, 1/4 or 1/8: the smallest image whose sides "
+    "are both at least resolution; Pillow: image.draft('RGB', (resolution, resolution)))",
+    "apply the EXIF orientation",
+    "16-bit grayscale (Pillow modes I;16 and I): scale to 8 bits (value >> 8)",
+    "transparency (an alpha channel, or a palette or single colour marked transparent): "
+    "composite onto white",
+    "convert to RGB",
+    "resize (bilinear) to resolution x resolution, without keeping the aspect ratio",
+)
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # PNG's 16-bit grayscale
 
-    EXIF orientation is applied, grayscale and palette images become RGB, and the
-    image is resized (bilinear) to a square without keeping its aspect ratio.
-    """
+
+def decode_image(data: bytes, resolution: int) -> np.ndarray:
+    """An encoded image as RGB uint8 (resolution, resolution, 3), by DECODE_STEPS (which the
+    export's preprocessing spec states, so that its users decode exactly the same way)."""
     with Image.open(io.BytesIO(data)) as image:
-        image.draft(
-            "RGB", (resolution, resolution)
-        )  # JPEG: decode at a reduced scale when possible
-        rgb = ImageOps.exif_transpose(image).convert("RGB")
+        image.draft("RGB", (resolution, resolution))  # JPEG: decode at a reduced scale when possible
+        rgb = _to_rgb(ImageOps.exif_transpose(image))
     if rgb.size != (resolution, resolution):
         rgb = rgb.resize((resolution, resolution), Image.Resampling.BILINEAR)
     return np.array(rgb)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB, with 16-bit grayscale scaled to 8 bits (Pillow would clip it to white) and
+    transparent pixels on white (Pillow would show whatever colour they hold)."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image).astype(np.int64).clip(0, 65535) >> 8
+        image = Image.fromarray(values.astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def decode_images(
@@ -502,7 +523,8 @@ def _normalization(
     pixels = train_x[::step].float().div_(255)
     return {
         "mean": pixels.mean(dim=(0, 2, 3)).tolist(),
-        "std": pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist(),
+        # a channel that hardly varies in training must not multiply new images' values by 1000
+        "std": pixels.std(dim=(0, 2, 3)).clamp_min(MIN_CHANNEL_STD).tolist(),
     }
 
 
@@ -786,7 +808,7 @@ def recalibrate_batch_norm(
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the batches below
     model.net.train()
-    subset = x[:: max(1, len(x) // images)][:images]
+    subset = x[torch.tensor(_spread_indices(len(x), images), dtype=torch.long)]  # every label's share
     if len(subset) < 2:  # batch norm needs two values per channel
         subset = subset.repeat(2, 1, 1, 1)
     batch_size = 64 if len(subset) >= 128 else len(subset)
@@ -820,8 +842,8 @@ def evaluate(
     if len(rows) < len(x):
         p = ddp.gather_rows(p)
     loss = F.nll_loss(p.clamp_min(1e-12).log(), y)
-    accuracy = (p.argmax(dim=1) == y).float().mean()
-    return {"loss": float(loss), "accuracy": float(accuracy), "probs": p}
+    accuracy = int((p.argmax(dim=1) == y).sum()) / max(1, len(y))  # exact, as scikit-learn's
+    return {"loss": float(loss), "accuracy": accuracy, "probs": p}
 
 
 @torch.inference_mode()
@@ -982,7 +1004,7 @@ def train(
         device_name=device_name,
         autocast=autocast,
         batch_size=batch_size,
-        steps_per_epoch=max(1, per_rank // batch_size),
+        steps_per_epoch=steps_per_epoch(per_rank, batch_size),
         epochs_total=planned_epochs,
         val_size=len(val_x),
         training_ends=None if deadline is None else deadline - _margin(deadline - started),
@@ -1136,10 +1158,24 @@ def _split(samples: list[Sample], classes: list[str]) -> tuple[list[Sample], lis
     return train_samples, val_samples
 
 
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Steps that pass over ``images`` once: full batches, then the rest as a smaller one when
+    it has at least two images (batch norm needs two; a single leftover waits for the next
+    epoch's order)."""
+    full, rest = divmod(images, batch_size)
+    return max(1, full + (rest >= 2))
+
+
 def _spread(samples: list[Sample], count: int) -> list[Sample]:
-    """Up to ``count`` samples evenly spread over the list (deterministic)."""
-    step = max(1, len(samples) // count)
-    return samples[::step][:count]
+    """Up to ``count`` samples evenly spread over the whole list (deterministic): a list in
+    label order gives every label its share."""
+    return [samples[i] for i in _spread_indices(len(samples), count)]
+
+
+def _spread_indices(length: int, count: int) -> list[int]:
+    """``min(count, length)`` positions evenly spread over ``range(length)``, ascending."""
+    n = min(count, length)
+    return [i * length // n for i in range(n)]
 
 
 def _snapshot(net: nn.Module, epoch: int, val: dict[str, Any]) -> dict[str, Any]:
@@ -1169,8 +1205,7 @@ def preprocessing_spec(checkpoint: dict) -> dict[str, Any]:
         "arch": checkpoint["arch"],
         "classes": list(checkpoint["classes"]),
         "resolution": resolution,
-        "decode": "apply EXIF orientation, convert to RGB, resize (bilinear) to resolution x resolution "
-        "without keeping the aspect ratio",
+        "decode": list(DECODE_STEPS),
         "input": {
             "dtype": "uint8",
             "layout": "NCHW",

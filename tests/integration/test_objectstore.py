@@ -92,6 +92,12 @@ def test_put_get_list_delete_round_trip(store, prefix):
     store.delete(prefix + "dir/b.txt")  # deleting twice is fine, as in S3
 
 
+def test_json_written_is_strict_with_nan_and_infinity_as_null(store, prefix):
+    """metrics.json and friends are read by other tools: no bare NaN or Infinity tokens."""
+    store.put_json(prefix + "metrics.json", {"loss": float("nan"), "curve": [1.0, float("inf"), -float("inf")]})
+    assert store.get_bytes(prefix + "metrics.json") == b'{"curve":[1.0,null,null],"loss":null}'
+
+
 def test_large_object_via_put_stream(store, prefix, tmp_path):
     size = 20 * MiB
     stream = PatternStream(size)

@@ -450,3 +450,14 @@ def test_the_model_cache_bound_comes_from_the_environment():
     assert TrainerConfig.from_env({**s3, "TRAINYARD_TRAINER_MODEL_CACHE": "9"}).model_cache_size == 9
     with pytest.raises(SystemExit, match="TRAINYARD_TRAINER_MODEL_CACHE=0: at least 1 model"):
         TrainerConfig.from_env({**s3, "TRAINYARD_TRAINER_MODEL_CACHE": "0"})
+
+
+def test_closing_the_runtime_waits_for_its_batching_threads(trained):
+    """A process that exits while a batching thread still runs a forward aborts (SIGABRT)."""
+    objects, _, blobs = trained
+    served = TrainerRuntime(objects, device="cpu")  # type: ignore[arg-type]
+    served.predict(PREFIX, blobs[:4], top_k=1)
+    threads = [t for t in threading.enumerate() if t.name == f"batcher {PREFIX}"]
+    assert threads
+    served.close()
+    assert not any(t.is_alive() for t in threads)
