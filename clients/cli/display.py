@@ -4,16 +4,122 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from trainyard.sdk import types
 
-console = Console()
+PIPED_WIDTH = 200  # output to a file or a pipe: wide lines rather than cut or wrapped ones
+
+
+def _width() -> int | None:
+    """None (the terminal's width, or COLUMNS) on a terminal; PIPED_WIDTH otherwise."""
+    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+        return None
+    return PIPED_WIDTH
+
+
+console = Console(width=_width())
+
+
+def say(text: str) -> None:
+    """A message that rich does not break into lines (the terminal wraps it): paths and ids in it copy whole."""
+    console.print(text, soft_wrap=True)
+
+__all__ = ["Column", "Progress", "Table", "Text", "console", "escape", "fitted_table", "progress_bar", "say"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A column of a list table.
+
+    `key`: an id or name people type (a job id, a version): never cut or wrapped; nor are
+    right-justified (number) columns.
+    `optional`: 0 always shown; otherwise the table drops it when it does not fit the
+    terminal, highest first, and its caption says which columns are left out.
+    """
+
+    header: str
+    key: bool = False
+    optional: int = 0
+    justify: str = "left"
+
+
+def fitted_table(title: str, columns: Sequence[Column | str], rows: Sequence[Sequence[str | Text]], *,
+                 caption: str = "", on: Console | None = None) -> Table:
+    """A table that fits the console without cutting what people type.
+
+    Cells are plain text (a file name "[x].png" stays as it is); pass a rich `Text` to style one.
+    Key columns keep their whole values (no wrapping, at least as wide as the longest);
+    other columns wrap. Optional columns are dropped, highest `optional` first, while the
+    table is wider than the console.
+    """
+    on = on or console
+    cols = [c if isinstance(c, Column) else Column(c) for c in columns]
+    rows = [[cell if isinstance(cell, Text) else Text(str(cell)) for cell in row] for row in rows]
+    shown = list(range(len(cols)))
+    droppable = sorted((i for i, c in enumerate(cols) if c.optional), key=lambda i: -cols[i].optional)
+    dropped: list[str] = []
+    while True:
+        table = Table(title=escape(title))
+        for i in shown:
+            c = cols[i]
+            whole = c.key or c.justify == "right"
+            widest = max([len(c.header), *(len(str(row[i])) for row in rows)]) if whole else None
+            table.add_column(c.header, justify=c.justify, no_wrap=whole, min_width=widest,
+                             overflow="ellipsis" if whole else "fold")
+        for row in rows:
+            table.add_row(*(row[i] for i in shown))
+        natural = on.measure(table, options=on.options.update_width(1 << 20)).maximum  # unwrapped
+        if not droppable or natural <= on.width:
+            break
+        i = droppable.pop(0)
+        shown.remove(i)
+        dropped.append(cols[i].header)
+    notes = [caption] if caption else []
+    if dropped:
+        notes.append(f"not shown, to fit the terminal: {', '.join(dropped)} (--json has every field)")
+    table.caption = "\n".join(notes) or None
+    return table
+
+
+class progress_bar:  # noqa: N801 - used like a function: `with progress_bar("importing", total) as advance:`
+    """A transient progress bar on a terminal (nothing when the output is a file or a pipe);
+    the block gets `update(done, total=None)`."""
+
+    def __init__(self, description: str, total: int | None) -> None:
+        self.progress = Progress(console=console, transient=True) if console.is_terminal else None
+        self.description, self.total = description, total
+
+    def __enter__(self):
+        if self.progress is None:
+            return lambda done, total=None: None
+        self.progress.start()
+        task = self.progress.add_task(escape(self.description), total=self.total)
+        return lambda done, total=None: self.progress.update(task, completed=done, total=total or self.total)
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def eta_text(eta: timedelta | None, finished: bool = False) -> str:
+    """The time left as H:MM:SS; -:--:-- when unknown (no estimate yet)."""
+    if finished:
+        return "0:00:00"
+    if eta is None or eta.total_seconds() <= 0:
+        return "-:--:--"
+    seconds = round(eta.total_seconds())
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def when(epoch_seconds: float) -> str:
@@ -53,7 +159,8 @@ class JobView:
             BarColumn(),
             TaskProgressColumn(),
             TextColumn("{task.fields[stats]}"),
-            TimeRemainingColumn(),
+            # the trainer's estimate (Progress.eta): right also when a re-attach replays the backlog at once
+            TextColumn("eta {task.fields[eta]}"),
             console=console,
             transient=False,
         )
@@ -72,33 +179,33 @@ class JobView:
             text = f"[cyan]{event.state}[/]"
             if event.stop_reason:
                 text += f" ({words(event.stop_reason)})"
-            say(text + (f": {event.message}" if event.message else ""))
+            say(text + (f": {escape(event.message)}" if event.message else ""))
         elif event.kind == "queue_position":
-            say(f"[yellow]queued[/]: position {event.position} ({event.jobs_ahead} ahead) — {event.message}")
+            say(f"[yellow]queued[/]: position {event.position} ({event.jobs_ahead} ahead) — {escape(event.message)}")
         elif event.kind == "log":
-            say(f"[dim]{event.message}[/]")
+            say(f"[dim]{escape(event.message)}[/]")
         elif event.kind == "progress" and event.progress:
             p = event.progress
             if self.task is None:
-                self.task = self.progress.add_task("training", total=p.steps_total or 1, stats="")
+                self.task = self.progress.add_task("training", total=p.steps_total or 1, stats="", eta=eta_text(None))
             stats = f"epoch {p.epoch}/{p.epochs_total}  loss {p.loss:.3f}  acc {p.train_accuracy:.3f}"
             if p.validation_accuracy is not None:
                 stats += f"  val {p.validation_accuracy:.3f}"
             stats += f"  {p.images_per_second:,.0f} img/s"
-            self.progress.update(self.task, completed=p.step, total=p.steps_total or 1, stats=stats)
+            self.progress.update(self.task, completed=p.step, total=p.steps_total or 1, stats=stats,
+                                 eta=eta_text(p.eta, finished=bool(p.steps_total) and p.step >= p.steps_total))
         elif event.kind == "result" and event.model_version:
             say(f"[green]model version {event.model_version.version}[/]")
 
 
 def job_table(jobs: list[types.TrainingJob]) -> Table:
-    table = Table(title="Training jobs")
-    for column in ("job", "dataset", "version", "state", "reason", "flavor", "model", "created"):
-        table.add_column(column)
-    for j in jobs:
-        table.add_row(j.id, j.dataset_id, j.parameters.dataset_version, j.state, words(j.stop_reason),
-                      j.parameters.flavor_id, j.model_version,
-                      j.create_time.strftime("%Y-%m-%d %H:%M:%S") if j.create_time else "")
-    return table
+    columns = [Column("job", key=True), Column("dataset", key=True), Column("version", key=True), Column("state"),
+               Column("reason", optional=1), Column("flavor", key=True, optional=3), Column("model", key=True),
+               Column("created", optional=2)]
+    rows = [[j.id, j.dataset_id, j.parameters.dataset_version, j.state, words(j.stop_reason), j.parameters.flavor_id,
+             j.model_version, j.create_time.strftime("%Y-%m-%d %H:%M:%S") if j.create_time else ""]
+            for j in jobs]
+    return fitted_table("Training jobs", columns, rows)
 
 
 def summary_rows(mv: types.ModelVersion) -> list[tuple[str, str]]:
@@ -159,13 +266,15 @@ def confusion_table(mv: types.ModelVersion) -> Table:
 
 def models_table(dataset: str, versions: list[types.ModelVersion], best: str) -> Table:
     """Versions side by side with their key metrics; the best (macro precision) starred."""
-    table = Table(title=f"Model versions of {dataset}")
-    for column in ("version", "accuracy", "precision (macro)", "recall (macro)", "F1 (macro)", "arch", "preference",
-                   "data", "epochs", "stop", "job"):
-        table.add_column(column)
+    columns = [Column("version", key=True), Column("accuracy", justify="right"), Column("precision", justify="right"),
+               Column("recall", justify="right"), Column("F1", justify="right"), Column("arch", optional=5),
+               Column("preference", optional=4), Column("data", key=True), Column("epochs", justify="right", optional=2),
+               Column("stop", optional=3), Column("job", key=True, optional=1)]
+    rows = []
     for v in versions:
         e = v.evaluation
-        table.add_row(v.version + (" ★" if v.version == best else ""), f"{e.accuracy:.4f}", f"{e.macro.precision:.4f}",
-                      f"{e.macro.recall:.4f}", f"{e.macro.f1:.4f}", v.architecture, v.parameters.preference,
-                      v.dataset_version, str(v.epochs_run), words(v.stop_reason), v.job_id)
-    return table
+        rows.append([v.version + (" ★" if v.version == best else ""), f"{e.accuracy:.4f}", f"{e.macro.precision:.4f}",
+                     f"{e.macro.recall:.4f}", f"{e.macro.f1:.4f}", v.architecture, words(v.parameters.preference),
+                     v.dataset_version, str(v.epochs_run), words(v.stop_reason), v.job_id])
+    return fitted_table(f"Model versions of {dataset}", columns, rows,
+                        caption="precision, recall, F1: macro averages; ★ the best by macro precision")

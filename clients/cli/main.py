@@ -1,30 +1,137 @@
 """`trainyard`: the command-line client.
 
-Exit codes: 0 success; 1 a request failed (the message says why); 2 bad usage;
-3 the followed job ended failed or cancelled; 4 detached from a job with Ctrl-C
-(it keeps running: re-attach with `trainyard jobs watch JOB`).
+Exit codes: 0 success; 1 a request failed, or some files could not be predicted
+(the message says why); 2 bad usage, nothing was done; 3 the followed job
+ended failed or cancelled; 4 detached from a job with Ctrl-C (it keeps running:
+re-attach with `trainyard jobs watch JOB`); 130 interrupted with Ctrl-C (no
+half-written output is left behind).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from trainyard.cli import display
-from trainyard.cli.display import console
-from trainyard.errors import FailedPrecondition, InvalidArgument, TrainyardError
+from trainyard.cli.display import console, escape
+from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound, TrainyardError
 from trainyard.sdk import Client
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_JOB_FAILED, EXIT_DETACHED = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 PREFERENCES = ("performance_first", "balance", "accuracy_first")
+INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1
+IMAGE_ID_LENGTH = 64  # hex digits of a SHA-256
+SHOWN_ID_LENGTH = 12  # `dataset images` shows ids cut to this (longer when needed to tell them apart)
+MIN_ID_PREFIX = 6  # `dataset label` takes an image id prefix this long or longer
+
+
+class UsageError(Exception):
+    """What the user typed cannot work (a missing file, a bad output path); nothing was done. Exit 2."""
 
 
 def _client(args) -> Client:
     return Client(args.dataset_address, args.scheduler_address, api_key=args.api_key)
+
+
+def _whole_number(low: int, high: int, what: str):
+    """An argparse type: an integer within a proto field's range, else a usage error naming the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {what} is {low:,} to {high:,}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+def _sized(count: int, one: str, many: str | None = None) -> str:
+    return f"{count:,} {one if count == 1 else (many or one + 's')}"
+
+
+def _not_images(count: int) -> str:
+    return f"{_sized(count, 'file')} that {'is not an image' if count == 1 else 'are not images'}"
+
+
+def _by_extension(paths) -> str:
+    """'.txt ×2, .py ×1' for the skipped files."""
+    counts = Counter(Path(p).suffix.lower() or "(no extension)" for p in paths)
+    return ", ".join(f"{ext} ×{n}" for ext, n in counts.most_common())
+
+
+# output files: written to a temporary name beside the target, renamed at the end -----
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _output_file(text: str) -> Path:
+    """The file an output goes to, checked before any request is made."""
+    path = Path(text)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give the name of the file to write")
+    if not path.parent.is_dir():
+        raise UsageError(f"cannot write {path}: there is no folder {path.parent}")
+    return path
+
+
+@contextmanager
+def _writing_file(path: Path) -> Iterator[Path]:
+    """A temporary file beside `path`, renamed to it when the block ends; removed on an error or Ctrl-C."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    partial = Path(name)
+    try:
+        os.chmod(partial, 0o666 & ~_umask())
+        yield partial
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _output_folder(text: str) -> Path:
+    """The folder an output goes to (made when missing), checked before any request is made."""
+    folder = Path(text)
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"cannot write to {folder}: {existing} is a file, not a folder")
+    return folder
+
+
+@contextmanager
+def _writing_folder(folder: Path) -> Iterator[Path]:
+    """A temporary folder; its files move into `folder` (made when missing) when the block ends.
+    On an error or Ctrl-C it is removed and `folder` is left as it was."""
+    anchor = next(p for p in folder.absolute().parents if p.is_dir())  # same file system as the target
+    partial = Path(tempfile.mkdtemp(dir=anchor, prefix=f".{folder.name}.", suffix=".part"))
+    try:
+        os.chmod(partial, 0o777 & ~_umask())
+        yield partial
+        if folder.is_dir():
+            for item in partial.iterdir():
+                os.replace(item, folder / item.name)
+            partial.rmdir()
+        else:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(partial, folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 # dev and demo --------------------------------------------------------------------
@@ -33,27 +140,37 @@ def _interrupt(*_) -> None:
 
 
 def cmd_dev_up(args) -> int:
-    from trainyard.stack.local import LocalStack, StackSettings
+    from trainyard.stack.local import LocalStack, StackError, StackSettings
 
-    settings = StackSettings.from_env()
+    try:
+        settings = StackSettings.from_env()
+    except StackError as exc:
+        raise UsageError(exc.summary) from None
     if args.data_dir:
         settings.data_dir = Path(args.data_dir)
     settings.tls = settings.tls or args.tls or args.mtls
     settings.mtls = settings.mtls or args.mtls
     stack = LocalStack(settings)
     signal.signal(signal.SIGTERM, _interrupt)  # stop cleanly on SIGTERM too, not only Ctrl-C
-    with console.status("starting the S3 server and the services…"):
-        stack.start()
+    try:
+        with console.status("starting the S3 server and the services…"):
+            stack.start()  # stops what it started when it fails or is interrupted
+    except StackError as exc:
+        display.say(f"[red]the local stack did not start[/]: {escape(exc.summary)}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        console.print("interrupted while starting; stopped")
+        return EXIT_INTERRUPTED
     table = display.Table(title="Trainyard local stack")
     table.add_column("component")
-    table.add_column("address")
+    table.add_column("address", overflow="fold")
     table.add_row("object store (S3)", f"http://{stack.s3_config.endpoint}  bucket {stack.s3_config.bucket}")
     for name in ("dataset", "scheduler", "trainer"):
         table.add_row(f"{name} service (gRPC)", stack.address(name))
-    table.add_row("your API key (tenant default)", f"{stack.api_key_file}  (the CLI and SDK find it)")
+    table.add_row("your API key (tenant default)", escape(f"{stack.api_key_file}  (the CLI and SDK find it)"))
     if stack.certificates is not None:
-        table.add_row("TLS" + (" with client certificates" if settings.mtls else ""), f"CA {stack.certificates.ca}")
-    table.add_row("data and logs", str(stack.data_dir))
+        table.add_row("TLS" + (" with client certificates" if settings.mtls else ""), escape(f"CA {stack.certificates.ca}"))
+    table.add_row("data and logs", escape(str(stack.data_dir)))
     console.print(table)
     console.print("Ready. Press Ctrl-C to stop.")
     try:
@@ -62,6 +179,8 @@ def cmd_dev_up(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave half the stack running
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with console.status("stopping…"):
             stack.stop()
     console.print("stopped")
@@ -85,13 +204,12 @@ def cmd_keys_create(args) -> int:
 
 
 def cmd_keys_list(args) -> int:
-    table = display.Table(title=f"API keys in {_key_store(args).path}")
-    for column in ("id", "tenant", "name", "admin", "created", "revoked"):
-        table.add_column(column)
-    for k in _key_store(args).list():
-        table.add_row(k.id, k.tenant, k.name, "yes" if k.admin else "", display.when(k.created),
-                      display.when(k.revoked) if k.revoked else "")
-    console.print(table)
+    store = _key_store(args)
+    columns = [display.Column("id", key=True), display.Column("tenant", key=True), "name", "admin",
+               display.Column("created", optional=2), display.Column("revoked", optional=1)]
+    rows = [[k.id, k.tenant, k.name, "yes" if k.admin else "", display.when(k.created),
+             display.when(k.revoked) if k.revoked else ""] for k in store.list()]
+    console.print(display.fitted_table(f"API keys in {store.path}", columns, rows))
     return EXIT_OK
 
 
@@ -103,8 +221,13 @@ def cmd_keys_revoke(args) -> int:
 
 def cmd_demo(args) -> int:
     from trainyard.cli.demo import run_demo
+    from trainyard.stack.local import StackError
 
-    return run_demo(Path(args.data_dir), max_minutes=args.max_minutes)
+    try:
+        return run_demo(Path(args.data_dir), max_minutes=args.max_minutes)
+    except StackError as exc:
+        display.say(f"[red]the demo's stack did not start[/]: {escape(exc.summary)}")
+        return EXIT_ERROR
 
 
 # datasets ------------------------------------------------------------------------
@@ -113,7 +236,7 @@ def cmd_dataset_create(args) -> int:
     if args.json:
         display.print_json(ds)
     else:
-        console.print(f"created dataset {ds.display_name} ({ds.id})")
+        console.print(f"created dataset {escape(ds.display_name)} ({ds.id})")
     return EXIT_OK
 
 
@@ -122,59 +245,110 @@ def cmd_dataset_list(args) -> int:
     if args.json:
         display.print_json(datasets)
         return EXIT_OK
-    table = display.Table(title="Datasets")
-    for column in ("id", "name", "images", "labeled", "versions"):
-        table.add_column(column)
-    for d in datasets:
-        table.add_row(d.id, d.display_name, str(d.image_count), str(d.labeled_image_count), str(d.version_count))
-    console.print(table)
+    columns = [display.Column("id", key=True), display.Column("name", key=True), display.Column("images", justify="right"),
+               display.Column("labeled", justify="right"), display.Column("versions", justify="right")]
+    rows = [[d.id, d.display_name, str(d.image_count), str(d.labeled_image_count), str(d.version_count)] for d in datasets]
+    console.print(display.fitted_table("Datasets", columns, rows))
     return EXIT_OK
+
+
+MANIFEST_SUFFIXES = (".json", ".jsonl", ".manifest")
+
+
+def _import_plan(source: Path) -> tuple[str, int, list[str]]:
+    """(kind, how many images or records, the files skipped as not images), checked before anything is created."""
+    from trainyard.sdk.client import ManifestError, image_files, read_manifest, zip_image_names
+
+    if not source.exists():
+        raise UsageError(f"{source} does not exist")
+    if source.is_dir():
+        images, others = image_files(source)
+        kind, count, skipped = "folder", len(images), [str(p) for p in others]
+    elif source.suffix.lower() == ".zip":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(source) as archive:
+                names, skipped = zip_image_names(archive)
+        except zipfile.BadZipFile as exc:
+            raise UsageError(f"{source} is not a readable zip file ({exc})") from None
+        kind, count = "zip", len(names)
+    elif source.suffix.lower() in MANIFEST_SUFFIXES:
+        try:
+            records = read_manifest(source)
+        except ManifestError as exc:
+            raise UsageError(f"{exc.message}; nothing was imported") from None
+        kind, count, skipped = "manifest", len(records), []
+    else:
+        raise UsageError(f"{source}: give a folder, a .zip or a manifest (.json or .jsonl)")
+    if not count:
+        what = "no image files" if kind != "manifest" else "no records"
+        extra = ""
+        if skipped:
+            extra = (f"; {_not_images(len(skipped))} ({_by_extension(skipped)}); "
+                     f"images end in {', '.join(sorted(_image_suffixes()))}")
+        raise UsageError(f"{source}: {what}{extra}; nothing was imported")
+    return kind, count, skipped
+
+
+def _image_suffixes() -> set[str]:
+    from trainyard.sdk.client import IMAGE_SUFFIXES
+
+    return IMAGE_SUFFIXES
 
 
 def cmd_dataset_import(args) -> int:
     """Import a folder of <label>/<image>, a zip of the same layout, or an ExeML manifest (.json/.jsonl)."""
-    client = _client(args)
+    import unicodedata
+
     source = Path(args.source)
-    if not source.exists():
-        console.print(f"[red]{source} does not exist[/]")
-        return EXIT_USAGE
+    kind, count, skipped = _import_plan(source)  # before the dataset is created
+    client = _client(args)
     try:
-        client.get_dataset(args.dataset)
-    except TrainyardError:
-        client.create_dataset(args.dataset)
-        console.print(f"created dataset {args.dataset}")
-    totals = {"stored": 0, "duplicate": 0, "rejected": 0}
+        dataset = client.get_dataset(args.dataset)
+    except NotFound:
+        dataset = client.create_dataset(args.dataset)
+        console.print(f"created dataset {escape(dataset.display_name)} ({dataset.id})")
+    # labels before the import, to tell which duplicates the files relabel (the server replaces their label)
+    before = {i.id: i.label for i in client.list_images(dataset.id)} if dataset.image_count else {}
+    totals = Counter()
     rejected = []
 
-    def count(summary) -> None:
-        totals["stored"] += summary.stored
-        totals["duplicate"] += summary.duplicates
-        totals["rejected"] += summary.rejected
-        rejected.extend(r for r in summary.results if r.reason)
+    with display.progress_bar(f"importing {source.name}", count) as advance:
 
-    if source.is_dir():
-        with display.Progress(console=console) as progress:
-            task = progress.add_task("uploading", total=None)
+        def on_batch(summary, done, total) -> None:
+            totals["stored"] += summary.stored
+            totals["duplicate"] += summary.duplicates
+            totals["rejected"] += summary.rejected
+            for r in summary.results:
+                if r.status == "rejected":
+                    rejected.append(r)
+                elif r.status == "duplicate" and r.label and r.image_id in before:
+                    totals["relabeled"] += before[r.image_id] != unicodedata.normalize("NFC", r.label)
+            advance(done, total)
 
-            def on_batch(response, done, total):
-                count(response)
-                progress.update(task, completed=done, total=total)
-
-            client.upload_folder(args.dataset, source, on_batch=on_batch)
-    elif source.suffix.lower() == ".zip":
-        with console.status(f"uploading {source.name}…"):
-            for response in client.upload_zip(args.dataset, source):
-                count(response)
-    elif source.suffix.lower() in (".json", ".jsonl", ".manifest"):
-        with console.status(f"importing {source.name}…"):
-            for response in client.import_manifest(args.dataset, source):
-                count(response)
-    else:
-        console.print(f"[red]{source}: give a folder, a .zip or a manifest (.json/.jsonl)[/]")
-        return EXIT_USAGE
-    console.print(f"{totals['stored']} stored, {totals['duplicate']} duplicates, {totals['rejected']} rejected")
+        try:
+            if kind == "folder":
+                client.upload_folder(dataset.id, source, on_batch=on_batch)
+            elif kind == "zip":
+                client.upload_zip(dataset.id, source, on_batch=on_batch)
+            else:
+                client.import_manifest(dataset.id, source, on_batch=on_batch)
+        except KeyboardInterrupt:
+            display.say(f"\ninterrupted: {totals['stored']} stored before, and kept; importing again reports them "
+                        "as duplicates")
+            return EXIT_INTERRUPTED
+    line = f"{totals['stored']} stored, {_sized(totals['duplicate'], 'duplicate')}, {totals['rejected']} rejected"
+    if totals["relabeled"]:
+        line += (f"; {_sized(totals['relabeled'], 'duplicate')} relabeled: the label from the "
+                 f"{'folder name' if kind != 'manifest' else 'manifest'} replaced the one it had")
+    display.say(line)
+    if skipped:
+        display.say(f"skipped {_not_images(len(skipped))} ({_by_extension(skipped)})")
     for r in rejected[:20]:
-        console.print(f"  [red]rejected[/] {r.file_name}: {r.reason}")
+        display.say(f"  [red]rejected[/] {escape(r.file_name)}: {escape(r.reason)}")
+    if len(rejected) > 20:
+        console.print(f"  … and {len(rejected) - 20:,} more rejected")
     return EXIT_OK
 
 
@@ -183,7 +357,7 @@ def cmd_dataset_check(args) -> int:
     if args.json:
         display.print_json(report)
         return EXIT_OK if report.trainable else EXIT_ERROR
-    table = display.Table(title=f"Labeled images of {args.dataset}")
+    table = display.Table(title=escape(f"Labeled images of {args.dataset}"))
     table.add_column("class")
     table.add_column("images", justify="right")
     for label, count in report.classes.items():
@@ -196,7 +370,7 @@ def cmd_dataset_check(args) -> int:
         return EXIT_OK
     console.print("[red]not ready to train:[/]")
     for violation in report.violations:
-        console.print(f"  • {violation}")
+        console.print(f"  • {escape(violation)}")
     return EXIT_ERROR
 
 
@@ -205,7 +379,7 @@ def cmd_dataset_stats(args) -> int:
     if args.json:
         display.print_json(report)
         return EXIT_OK
-    table = display.Table(title=f"Classes of {args.dataset}")
+    table = display.Table(title=escape(f"Classes of {args.dataset}"))
     table.add_column("class")
     table.add_column("labeled images", justify="right")
     table.add_column("share", justify="right")
@@ -217,36 +391,72 @@ def cmd_dataset_stats(args) -> int:
     return EXIT_OK
 
 
+def short_ids(ids: list[str]) -> dict[str, str]:
+    """Each id cut to SHOWN_ID_LENGTH characters, or longer where that is needed to tell it from the others."""
+    shown: dict[str, str] = {}
+    ordered = sorted(set(ids))
+    for index, image_id in enumerate(ordered):
+        neighbours = ordered[max(index - 1, 0):index] + ordered[index + 1:index + 2]
+        common = max((len(os.path.commonprefix([image_id, n])) for n in neighbours), default=0)
+        shown[image_id] = image_id[:max(SHOWN_ID_LENGTH, common + 1)]
+    return shown
+
+
 def cmd_dataset_images(args) -> int:
     images = _client(args).list_images(args.dataset, args.label, args.unlabeled)
     if args.json:
-        console.print_json(data=[_dict(i) for i in images])
+        display.print_json(images)
         return EXIT_OK
-    table = display.Table(title=f"Images of {args.dataset}")
-    for column in ("id", "file", "label", "format", "size"):
-        table.add_column(column)
-    for i in images:
-        table.add_row(i.id[:16] + "…", i.file_name, i.label or "[dim]unlabeled[/]", i.format, f"{i.width}×{i.height}")
-    console.print(table)
+    shown = short_ids([i.id for i in images])
+    columns = [display.Column("id", key=True), display.Column("file"), display.Column("label", key=True),
+               display.Column("format", optional=2), display.Column("size", optional=1)]
+    rows = [[shown[i.id], i.file_name, i.label or display.Text("unlabeled", style="dim"), i.format, f"{i.width}×{i.height}"]
+            for i in images]
+    console.print(display.fitted_table(f"Images of {args.dataset}", columns, rows,
+                                       caption="ids shortened: `dataset label` takes them as shown; --json gives whole ids"
+                                       if images else ""))
     return EXIT_OK
 
 
+def resolve_image_ids(client: Client, dataset: str, typed: list[str]) -> dict[str, str]:
+    """Whole image ids for what was typed: a whole id, or a prefix of one (at least MIN_ID_PREFIX characters,
+    as `dataset images` shows them). A prefix no image has is NotFound; one that fits several is a UsageError."""
+    resolved = {t: t.lower() for t in typed if len(t) == IMAGE_ID_LENGTH}
+    prefixes = [t for t in typed if t not in resolved]
+    short = [t for t in prefixes if len(t) < MIN_ID_PREFIX]
+    if short:
+        raise UsageError(f"image id {short[0]!r} is too short: give at least {MIN_ID_PREFIX} characters of it "
+                         "(`dataset images` shows ids)")
+    if prefixes:
+        ids = [i.id for i in client.list_images(dataset)]
+        for prefix in prefixes:
+            matches = [i for i in ids if i.startswith(prefix.lower())]
+            if not matches:
+                raise NotFound(f"dataset {dataset} has no image whose id starts with {prefix!r}")
+            if len(matches) > 1:
+                listed = ", ".join(m[:len(prefix) + 4] + "…" for m in matches[:5])
+                raise UsageError(f"image id {prefix!r} fits {len(matches)} images ({listed}); give more of it")
+            resolved[prefix] = matches[0]
+    return resolved
+
+
 def cmd_dataset_label(args) -> int:
-    labels = {}
+    pairs = []
     for item in args.assignments:
         image_id, sep, label = item.partition("=")
-        if not sep:
-            console.print(f"[red]{item!r}: write IMAGE_ID=LABEL (empty label removes it)[/]")
-            return EXIT_USAGE
-        labels[image_id] = label
-    changed = _client(args).set_labels(args.dataset, labels)
+        if not sep or not image_id:
+            raise UsageError(f"{item!r}: write IMAGE_ID=LABEL (an empty label removes it)")
+        pairs.append((image_id.strip(), label))
+    client = _client(args)
+    ids = resolve_image_ids(client, args.dataset, [image_id for image_id, _ in pairs])
+    changed = client.set_labels(args.dataset, {ids[image_id]: label for image_id, label in pairs})
     console.print(f"{changed} label(s) changed")
     return EXIT_OK
 
 
 def cmd_dataset_rename_class(args) -> int:
     changed = _client(args).rename_class(args.dataset, args.label, args.new_label)
-    console.print(f"{changed} image(s) relabeled {args.label!r} → {args.new_label!r}")
+    console.print(escape(f"{changed} image(s) relabeled {args.label!r} → {args.new_label!r}"))
     return EXIT_OK
 
 
@@ -255,30 +465,30 @@ def cmd_dataset_diff(args) -> int:
     if args.json:
         console.print_json(data=_dict(diff))
         return EXIT_OK
-    console.print(f"{args.base} → {args.target}: {len(diff.added_image_ids)} added, {len(diff.removed_image_ids)} removed, "
-                  f"{len(diff.relabeled)} relabeled")
-    table = display.Table(title="Class counts")
-    for column in ("class", args.base, args.target, "change"):
-        table.add_column(column)
-    for c in diff.class_changes:
-        table.add_row(c.label, str(c.base_count), str(c.target_count), f"{c.target_count - c.base_count:+d}")
-    console.print(table)
+    console.print(escape(f"{args.base} → {args.target}: {len(diff.added_image_ids)} added, {len(diff.removed_image_ids)} "
+                         f"removed, {len(diff.relabeled)} relabeled"))
+    columns = ["class", display.Column(args.base, justify="right"), display.Column(args.target, justify="right"),
+               display.Column("change", justify="right")]
+    rows = [[c.label, str(c.base_count), str(c.target_count), f"{c.target_count - c.base_count:+d}"] for c in diff.class_changes]
+    console.print(display.fitted_table("Class counts", columns, rows))
     return EXIT_OK
 
 
 def cmd_dataset_export(args) -> int:
+    output = None if args.output == "-" else _output_file(args.output)
     data = _client(args).export_manifest(args.dataset, args.version)
-    if args.output == "-":
+    if output is None:
         sys.stdout.write(data.decode())
-    else:
-        Path(args.output).write_bytes(data)
-        console.print(f"wrote {len(data.splitlines())} samples to {args.output}")
+        return EXIT_OK
+    with _writing_file(output) as partial:
+        partial.write_bytes(data)
+    console.print(f"wrote {len(data.splitlines())} samples to {escape(str(output))}")
     return EXIT_OK
 
 
 def cmd_dataset_delete(args) -> int:
     _client(args).delete_dataset(args.dataset)
-    console.print(f"deleted {args.dataset} (objects kept for the retention period; running jobs finish)")
+    console.print(f"deleted {escape(args.dataset)} (objects kept for the retention period; running jobs finish)")
     return EXIT_OK
 
 
@@ -296,13 +506,13 @@ def cmd_dataset_versions(args) -> int:
     if args.json:
         display.print_json(versions)
         return EXIT_OK
-    table = display.Table(title=f"Versions of {args.dataset}")
-    for column in ("version", "ratio", "seed", "train", "validation", "classes", "parent", "created"):
-        table.add_column(column)
-    for v in versions:
-        table.add_row(v.name, v.train_ratio, str(v.seed), str(v.train_count), str(v.validation_count),
-                      str(len(v.classes)), v.parent_version, v.create_time.strftime("%Y-%m-%d %H:%M:%S") if v.create_time else "")
-    console.print(table)
+    columns = [display.Column("version", key=True), "ratio", display.Column("seed", optional=1),
+               display.Column("train", justify="right"), display.Column("validation", justify="right"),
+               display.Column("classes", justify="right"), display.Column("parent", key=True, optional=2),
+               display.Column("created", optional=3)]
+    rows = [[v.name, v.train_ratio, str(v.seed), str(v.train_count), str(v.validation_count), str(len(v.classes)),
+             v.parent_version, v.create_time.strftime("%Y-%m-%d %H:%M:%S") if v.create_time else ""] for v in versions]
+    console.print(display.fitted_table(f"Versions of {args.dataset}", columns, rows))
     return EXIT_OK
 
 
@@ -314,13 +524,15 @@ def cmd_train(args) -> int:
     flavor_id = args.flavor or next((f.id for f in flavors.values() if f.kind == "free"), "")
     flavor = flavors.get(flavor_id)
     if flavor is not None and flavor.kind == "free" and not accept:
-        console.print(f"[bold]{flavor.display_name}[/] terms:\n{flavor.terms}")
+        console.print(f"[bold]{escape(flavor.display_name)}[/] terms:\n{escape(flavor.terms)}")
         if not sys.stdin.isatty():
-            console.print("[red]the free flavor needs your agreement: pass --accept-free-terms[/]")
-            return EXIT_USAGE
-        accept = console.input("I have read and agree to the above [y/N]: ").strip().lower() in ("y", "yes")
-        if not accept:
-            return EXIT_USAGE
+            raise UsageError("the free flavor needs your agreement: pass --accept-free-terms; no job was created")
+        try:
+            answer = console.input(escape("I have read and agree to the above [y/N]: "))
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            raise UsageError("terms not accepted; no job was created (pass --flavor to choose a paid flavor)")
     job = client.create_training_job(
         args.dataset, dataset_version=args.version, new_version_name=args.new_version, train_ratio=args.ratio,
         seed=args.seed, incremental_model_version=args.incremental, max_duration_minutes=args.max_minutes,
@@ -344,7 +556,7 @@ def follow(client: Client, job_id: str, after: int = 0) -> int:
         return EXIT_DETACHED
     job = client.get_job(job_id)
     if job.state != "completed":
-        console.print(f"[red]job {job.state}[/]: {job.error_message or display.words(job.stop_reason)}")
+        console.print(f"[red]job {job.state}[/]: {escape(job.error_message or display.words(job.stop_reason))}")
         return EXIT_JOB_FAILED
     for table in display.evaluation_tables(client.get_model_version(job.dataset_id, job.model_version)):
         console.print(table)
@@ -365,7 +577,7 @@ def cmd_jobs_show(args) -> int:
     if args.json:
         display.print_json(job)
         return EXIT_OK
-    table = display.Table(title=f"Training job {job.id}")
+    table = display.Table(title=escape(f"Training job {job.id}"))
     table.add_column("field")
     table.add_column("value")
     rows = [("dataset", job.dataset_id), ("state", job.state), ("stop reason", display.words(job.stop_reason)),
@@ -375,7 +587,7 @@ def cmd_jobs_show(args) -> int:
     rows += [(name.replace("_", " "), str(value)) for name, value in display.plain(job.parameters).items()]
     for name, value in rows:
         if value:
-            table.add_row(name, value)
+            table.add_row(name, escape(value))
     console.print(table)
     return EXIT_OK
 
@@ -395,14 +607,13 @@ def cmd_flavors(args) -> int:
     if args.json:
         display.print_json(flavors)
         return EXIT_OK
-    table = display.Table(title="Compute flavors")
-    for column in ("id", "name", "kind", "price/h", "capacity", "in use", "queued", "quota/tenant"):
-        table.add_column(column)
-    for f in flavors:
-        table.add_row(f.id, f.display_name, display.words(f.kind),
-                      f"{f.price_per_hour:.2f}", str(f.capacity), str(f.slots_in_use), str(f.queue_length),
-                      str(f.tenant_concurrency_quota or "∞"))
-    console.print(table)
+    right = {"justify": "right"}
+    columns = [display.Column("id", key=True), "name", "kind", display.Column("price/h", **right),
+               display.Column("capacity", **right), display.Column("in use", **right), display.Column("queued", **right),
+               display.Column("quota/tenant", optional=1, **right)]
+    rows = [[f.id, f.display_name, display.words(f.kind), f"{f.price_per_hour:.2f}", str(f.capacity), str(f.slots_in_use),
+             str(f.queue_length), str(f.tenant_concurrency_quota or "∞")] for f in flavors]
+    console.print(display.fitted_table("Compute flavors", columns, rows))
     return EXIT_OK
 
 
@@ -433,60 +644,143 @@ def cmd_models_report(args) -> int:
 
     from trainyard.cli import report
 
+    output = _output_file(args.output or f"{args.dataset}-{args.version}.html")  # the names typed, as `models export`
     client = _client(args)
     mv = client.get_model_version(args.dataset, args.version)
     metrics = json.loads(client.download_artifact(args.dataset, args.version, "metrics.json"))
     plots = {name: client.download_artifact(args.dataset, args.version, name) for name in ("confusion_matrix.png", "curves.png")}
-    output = Path(args.output or f"{mv.dataset_id}-{mv.version}.html")
-    output.write_text(report.render(f"Model version {mv.version} of {args.dataset}", display.summary_rows(mv), metrics, plots))
-    console.print(f"wrote {output}")
+    with _writing_file(output) as partial:
+        partial.write_text(report.render(f"Model version {mv.version} of {args.dataset}", display.summary_rows(mv), metrics, plots))
+    console.print(f"wrote {escape(str(output))}")
     return EXIT_OK
 
 
+PREDICT_BATCH = 64  # images per Predict call (the server's limit)
+
+
+def _image_index(exc: InvalidArgument, count: int) -> tuple[int, str] | None:
+    """(index, reason) when the server refused one image of the request (field images[i])."""
+    import re
+
+    for v in exc.violations:
+        match = re.fullmatch(r"images\[(\d+)\]", v.field)
+        if match and int(match.group(1)) < count:
+            return int(match.group(1)), v.description
+    return None
+
+
+def predict_files(client: Client, dataset: str, version: str, paths: list[Path], top_k: int,
+                  on_batch=lambda done: None) -> dict[Path, list[tuple[str, float]] | str]:
+    """Each file's top labels, or why it could not be predicted (unreadable, or refused by the server).
+
+    A file the server refuses is taken out of its batch and the rest sent again, so one bad
+    file costs the others nothing."""
+    outcomes: dict[Path, list[tuple[str, float]] | str] = {}
+    for start in range(0, len(paths), PREDICT_BATCH):
+        pending = []
+        for path in paths[start:start + PREDICT_BATCH]:
+            try:
+                pending.append((path, path.read_bytes()))
+            except OSError as exc:
+                outcomes[path] = "no such file" if isinstance(exc, FileNotFoundError) else f"cannot read the file: {exc.strerror or exc}"
+        while pending:
+            try:
+                predictions = client.predict(dataset, version, [data for _, data in pending], top_k)
+            except InvalidArgument as exc:
+                refused = _image_index(exc, len(pending))
+                if refused is None:
+                    raise
+                index, reason = refused
+                outcomes[pending.pop(index)[0]] = reason
+                continue
+            outcomes.update((path, prediction) for (path, _), prediction in zip(pending, predictions, strict=True))
+            break
+        on_batch(min(start + PREDICT_BATCH, len(paths)))
+    return {path: outcomes[path] for path in paths}
+
+
 def cmd_models_predict(args) -> int:
-    from trainyard.sdk.client import IMAGE_SUFFIXES
+    from trainyard.sdk.client import image_files
 
     paths: list[Path] = []
+    missing = []
     for item in map(Path, args.images):
-        paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if item.is_dir() else [item]
-    if not paths:
-        console.print("[red]no images given[/]")
-        return EXIT_USAGE
+        if item.is_dir():
+            images, _ = image_files(item)
+            if not images:
+                raise UsageError(f"{item}: no image files in this folder (images end in {', '.join(sorted(_image_suffixes()))})")
+            paths += images
+        elif item.exists():
+            paths.append(item)
+        else:
+            missing.append(str(item))
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
     client = _client(args)
-    results = []
-    for start in range(0, len(paths), 64):
-        batch = paths[start:start + 64]
-        predictions = client.predict(args.dataset, args.version, [p.read_bytes() for p in batch], args.top_k)
-        results += list(zip(batch, predictions, strict=True))
+    with display.progress_bar("predicting", len(paths)) as advance:
+        outcomes = predict_files(client, args.dataset, args.version, paths, args.top_k, on_batch=advance)
+    failed = {path: reason for path, reason in outcomes.items() if isinstance(reason, str)}
     if args.json:
-        console.print_json(data=[{"file": str(p), "labels": [{"label": label, "score": score} for label, score in pred]}
-                                 for p, pred in results])
-        return EXIT_OK
-    table = display.Table(title=f"Predictions of {args.dataset} {args.version}")
-    table.add_column("file")
-    table.add_column("top labels (score)")
-    for path, pred in results:
-        table.add_row(str(path), "  ".join(f"{label} ({score:.3f})" for label, score in pred))
-    console.print(table)
+        console.print_json(data=[{"file": str(p), "error": outcome} if isinstance(outcome, str) else
+                                 {"file": str(p), "labels": [{"label": label, "score": score} for label, score in outcome]}
+                                 for p, outcome in outcomes.items()])
+        return EXIT_ERROR if failed else EXIT_OK
+    rows = [[str(path), "  ".join(f"{label} ({score:.3f})" for label, score in outcome)]
+            for path, outcome in outcomes.items() if not isinstance(outcome, str)]
+    if rows:
+        console.print(display.fitted_table(f"Predictions of {args.dataset} {args.version}",
+                                           ["file", "top labels (score)"], rows))
+    if failed:
+        console.print(f"[red]{_sized(len(failed), 'file')} could not be predicted[/]:")
+        for path, reason in failed.items():
+            display.say(f"  {escape(str(path))}: {escape(reason)}")
+        return EXIT_ERROR
     return EXIT_OK
 
 
 def cmd_models_export(args) -> int:
     from trainyard.artifacts import ARTIFACTS
 
+    folder = _output_folder(args.output or f"{args.dataset}-{args.version}")
     client = _client(args)
-    folder = Path(args.output or f"{args.dataset}-{args.version}")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ARTIFACTS:
-        (folder / name).write_bytes(client.download_artifact(args.dataset, args.version, name))
-    console.print(f"wrote {len(ARTIFACTS)} artifacts to {folder}/ (model.torchscript.pt runs with plain torch.jit.load)")
+    with _writing_folder(folder) as partial:
+        for name in ARTIFACTS:
+            (partial / name).write_bytes(client.download_artifact(args.dataset, args.version, name))
+    console.print(f"wrote {len(ARTIFACTS)} artifacts to {escape(str(folder))}/ (model.torchscript.pt runs with plain torch.jit.load)")
     return EXIT_OK
 
 
 def _dict(message) -> dict:
+    """A message as JSON-ready data, 64-bit integers as numbers like the other --json outputs (proto JSON makes them strings)."""
     from google.protobuf import json_format
+    from google.protobuf.descriptor import FieldDescriptor
 
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    wide = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
+            FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}
+
+    def fix(value, descriptor):
+        for field in descriptor.fields:
+            if field.name not in value:
+                continue
+            if field.type in wide:
+                value[field.name] = [int(v) for v in value[field.name]] if isinstance(value[field.name], list) else int(value[field.name])
+            elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+                items = value[field.name] if isinstance(value[field.name], list) else [value[field.name]]
+                for item in items:
+                    if isinstance(item, dict):
+                        fix(item, field.message_type)
+        return value
+
+    return fix(data, message.DESCRIPTOR)
+
+
+# proto field ranges: a number outside them is a usage error here, not a traceback in the SDK
+SEED = _whole_number(-(INT64_MAX + 1), INT64_MAX, "a seed")
+MINUTES = _whole_number(0, INT32_MAX, "--max-minutes")
+EPOCHS = _whole_number(0, INT32_MAX, "--max-epochs")
+SEQUENCE = _whole_number(0, INT64_MAX, "a sequence number")
+TOP_K = _whole_number(1, INT32_MAX, "--top-k")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -519,7 +813,7 @@ def parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole path on scikit-learn's digits: import, train, evaluate")
     demo.add_argument("--data-dir", default=".trainyard-demo", help="where the demo stack keeps its data")
-    demo.add_argument("--max-minutes", type=int, default=60, help="maximum training duration (S5)")
+    demo.add_argument("--max-minutes", type=MINUTES, default=60, help="maximum training duration (S5)")
     demo.set_defaults(func=cmd_demo)
 
     dataset = sub.add_parser("dataset", help="datasets, images and versions").add_subparsers(dest="dataset_cmd", required=True)
@@ -539,13 +833,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("dataset")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_dataset_stats)
-    c = dataset.add_parser("images", help="list images, optionally of one label or unlabeled")
+    c = dataset.add_parser("images", help="list images, optionally of one label or unlabeled (ids shortened; --json: whole)")
     c.add_argument("dataset")
     c.add_argument("--label", default="")
     c.add_argument("--unlabeled", action="store_true")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_dataset_images)
-    c = dataset.add_parser("label", help="set labels: IMAGE_ID=LABEL … (an empty label removes it)")
+    c = dataset.add_parser("label", help="set labels: IMAGE_ID=LABEL … (an empty label removes it; an id as "
+                                         "`dataset images` shows it, or any unique prefix of 6 or more characters)")
     c.add_argument("dataset")
     c.add_argument("assignments", nargs="+")
     c.set_defaults(func=cmd_dataset_label)
@@ -576,7 +871,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("dataset")
     c.add_argument("--name", default="", help="version name (default: proposed, v1, v2, …)")
     c.add_argument("--ratio", default=None, help="training ratio, 0 < r < 1, 1 to 5 decimals (default 0.8)")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=SEED, default=0, help="seed of the random split (S3)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_dataset_publish)
     c = dataset.add_parser("versions", help="list published versions")
@@ -589,13 +884,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--version", default="", help="existing dataset version (default: publish one now, S2)")
     t.add_argument("--new-version", default="", help="name of the version published now (default: proposed)")
     t.add_argument("--ratio", default=None, help="training ratio of the new version (default 0.8, S3)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=SEED, default=0, help="seed of the new version's random split (S3)")
     t.add_argument("--incremental", default="", metavar="MODEL_VERSION", help="start from this model version (S4)")
-    t.add_argument("--max-minutes", type=int, default=0, help="maximum training duration, 6–6000 (default 60, S5)")
+    t.add_argument("--max-minutes", type=MINUTES, default=0, help="maximum training duration, 6–6000 (default 60, S5)")
     t.add_argument("--preference", choices=PREFERENCES, default="", help="default balance (S6)")
     t.add_argument("--flavor", default="", help="compute flavor id (default: the free flavor, S7)")
     t.add_argument("--accept-free-terms", action="store_true", help="agree to the free flavor's terms")
-    t.add_argument("--max-epochs", type=int, default=0, help="cap the epochs (quick trials)")
+    t.add_argument("--max-epochs", type=EPOCHS, default=0, help="cap the epochs (quick trials)")
     t.add_argument("--detach", action="store_true", help="print the job id and return")
     t.set_defaults(func=cmd_train)
 
@@ -610,7 +905,7 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_jobs_show)
     c = jobs.add_parser("watch", help="re-attach to a job and follow it")
     c.add_argument("job")
-    c.add_argument("--after", type=int, default=0, help="only events after this sequence")
+    c.add_argument("--after", type=SEQUENCE, default=0, help="only events after this sequence")
     c.set_defaults(func=cmd_jobs_watch)
     c = jobs.add_parser("cancel")
     c.add_argument("job")
@@ -639,31 +934,54 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("dataset")
     c.add_argument("version")
     c.add_argument("images", nargs="+", help="image files or folders")
-    c.add_argument("--top-k", type=int, default=3)
+    c.add_argument("--top-k", type=TOP_K, default=3, help="labels per image (at most the number of classes)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_models_predict)
     c = models.add_parser("export", help="download the artifacts (weights, TorchScript export, metrics, plots)")
     c.add_argument("dataset")
     c.add_argument("version")
-    c.add_argument("-o", "--output", help="folder (default DATASET-VERSION)")
+    c.add_argument("-o", "--output", help="folder (default DATASET-VERSION; files in it are replaced)")
     c.set_defaults(func=cmd_models_export)
     return p
+
+
+def _refusal(exc: FailedPrecondition) -> str:
+    """The refusal's message without the violations it repeats (they are listed one a line)."""
+    message = exc.message
+    if exc.violations and all(v in message for v in exc.violations):
+        message = message[:message.find(exc.violations[0])].rstrip(" :;,")
+    return message
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    return f"{exc.filename}: {what}" if exc.filename else what
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
+    except UsageError as exc:
+        display.say(f"[red]{escape(str(exc))}[/]")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        console.print("\ninterrupted")
+        return EXIT_INTERRUPTED
     except InvalidArgument as exc:
-        console.print(f"[red]invalid argument[/]: {exc.message}")
+        display.say(f"[red]invalid argument[/]: {escape(exc.message)}")
         return EXIT_ERROR
     except FailedPrecondition as exc:
-        console.print(f"[red]refused[/]: {exc.message}")
+        head = _refusal(exc)
+        display.say(f"[red]refused[/]{': ' + escape(head) if head else ''}{':' if exc.violations else ''}")
         for violation in exc.violations:
-            console.print(f"  • {violation}")
+            console.print(f"  • {escape(violation)}")
         return EXIT_ERROR
     except TrainyardError as exc:
-        console.print(f"[red]{type(exc).__name__}[/]: {exc.message}")
+        display.say(f"[red]{type(exc).__name__}[/]: {escape(exc.message)}")
+        return EXIT_ERROR
+    except OSError as exc:  # a local file: unreadable, no space left, …
+        display.say(f"[red]error[/]: {escape(_os_error(exc))}")
         return EXIT_ERROR
 
 

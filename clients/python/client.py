@@ -17,9 +17,9 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -27,7 +27,7 @@ from trainyard.auth import CallCredentials
 from trainyard.common.v1 import training_pb2 as common
 from trainyard.dataset.v1 import dataset_service_pb2 as ds
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as ds_grpc
-from trainyard.errors import Unavailable
+from trainyard.errors import FieldViolation, InvalidArgument, Unavailable
 from trainyard.rpc import channel, domain_error
 from trainyard.scheduler.v1 import scheduler_service_pb2 as sc
 from trainyard.scheduler.v1 import scheduler_service_pb2_grpc as sc_grpc
@@ -36,7 +36,96 @@ from trainyard.tls import ClientTls
 
 CHUNK_BYTES = 1 << 20
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+UPLOAD_BATCH = 500  # files per upload stream (the server takes at most 5,000)
 T = TypeVar("T")
+
+
+class ManifestError(InvalidArgument):
+    """A local manifest that cannot be read: the message names the file and the line.
+
+    Raised before anything is sent, so nothing of the manifest is imported."""
+
+    def __init__(self, path: Path, line: int | None, problem: str) -> None:
+        where = f"{path}, line {line}" if line else str(path)
+        super().__init__(f"{where}: {problem}", [FieldViolation(f"line {line}" if line else "manifest", problem)])
+        self.path = path
+        self.line = line
+
+
+def read_manifest(path: str | Path) -> list[dict[str, Any]]:
+    """The records of an ExeML/ModelArts manifest: JSON Lines (one object a line, the format
+    versions are exported in) or, in any file, one JSON array of such objects.
+
+    Each record needs a `source` (a path relative to the manifest, or s3://bucket/key); its
+    first `annotation`'s `name` is the label. Raises ManifestError naming the first bad line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ManifestError(path, None, f"cannot be read: {exc.strerror or exc}") from None
+    entries: list[tuple[str, int, Any]] = []  # (where: "line" or "item", its number, the record)
+    if text.lstrip().startswith("["):  # one JSON array, pretty-printed or not
+        try:
+            items = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ManifestError(path, getattr(exc, "lineno", None), f"not valid JSON ({getattr(exc, 'msg', exc)})") from None
+        entries = [("item", number, item) for number, item in enumerate(items, start=1)]
+    else:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    entries.append(("line", number, json.loads(line)))
+                except (ValueError, RecursionError) as exc:
+                    raise ManifestError(path, number, f"not valid JSON ({getattr(exc, 'msg', exc)}); a manifest holds "
+                                                      "one JSON object a line, or one JSON array of objects") from None
+    for where, number, record in entries:
+        line = number if where == "line" else None
+        prefix = f"item {number} of the array " if where == "item" else ""
+        if not isinstance(record, dict):
+            raise ManifestError(path, line, f"{prefix}is {type(record).__name__}, not an object with a source")
+        source = record.get("source")
+        if not isinstance(source, str) or not source.strip():
+            raise ManifestError(path, line, f"{prefix}has no source (the image's path, or its s3:// address)")
+        annotations = record.get("annotation") or []
+        if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+            raise ManifestError(path, line, f"{prefix}has an annotation that is not a list of objects")
+    return [record for _, _, record in entries]
+
+
+def manifest_label(record: dict[str, Any]) -> str:
+    """The label of a manifest record: its first annotation's name ("" when none)."""
+    names = [str(a.get("name") or "") for a in record.get("annotation") or []]
+    return names[0] if names else ""
+
+
+def image_files(folder: str | Path) -> tuple[list[Path], list[Path]]:
+    """The image files under a folder (by suffix: IMAGE_SUFFIXES), sorted, and the other files."""
+    root = Path(folder)
+    images, others = [], []
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            (images if p.suffix.lower() in IMAGE_SUFFIXES else others).append(p)
+    return images, others
+
+
+def zip_image_names(archive: zipfile.ZipFile) -> tuple[list[str], list[str]]:
+    """The image entries of a zip (by suffix), sorted, and its other file entries."""
+    images, others = [], []
+    for name in sorted(n for n in archive.namelist() if not n.endswith("/")):
+        (images if Path(name).suffix.lower() in IMAGE_SUFFIXES else others).append(name)
+    return images, others
+
+
+def _unreadable(exc: BaseException) -> str:
+    """Why a local file could not be sent, for people."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, OSError):
+        return f"cannot read the file: {exc.strerror or exc}"
+    return f"cannot read the file: {exc}"
 
 
 @dataclass(frozen=True)
@@ -152,57 +241,109 @@ class Client:
         except grpc.RpcError as exc:
             raise domain_error(exc) from None
 
-    def upload_folder(self, dataset: str, folder: str | Path, batch: int = 500,
+    def upload_files(self, dataset: str, files: list[tuple[str, str, Callable[[], bytes]]], *,
+                     timeout: float | None = None) -> types.UploadSummary:
+        """Upload (file_name, label, read) triples in one stream, reading each file as it is sent.
+
+        A file that cannot be read (missing, unreadable) is reported as rejected with the
+        reason, by the client, and the other files go on. Results are in the order given;
+        each result's `label` is the label it was sent with.
+        """
+        unreadable: dict[int, str] = {}
+
+        def readable() -> Iterator[tuple[str, str, bytes]]:
+            for index, (file_name, label, read) in enumerate(files):
+                try:
+                    data = read()
+                except (OSError, zipfile.BadZipFile, ValueError, RuntimeError) as exc:  # zip entries: bad CRC, encrypted
+                    unreadable[index] = _unreadable(exc)
+                    continue
+                yield file_name, label, data
+
+        sent = self.upload_images(dataset, readable(), timeout=timeout)
+        answered = iter(sent.results)
+        results = []
+        for index, (file_name, label, _) in enumerate(files):
+            if index in unreadable:
+                results.append(types.UploadResult(file_name, "rejected", "", unreadable[index], label))
+            else:
+                result = next(answered, None)
+                if result is not None:
+                    results.append(replace(result, label=label))
+        results += list(answered)
+        return types.UploadSummary(results, sent.stored, sent.duplicates, sent.rejected + len(unreadable))
+
+    def upload_folder(self, dataset: str, folder: str | Path, batch: int = UPLOAD_BATCH,
                       on_batch: Callable[[types.UploadSummary, int, int], None] = lambda summary, done, total: None) -> list[types.UploadSummary]:
-        """Upload a folder of <label>/<image> files (images directly in the folder stay unlabeled)."""
+        """Upload a folder of <label>/<image> files (images directly in the folder stay unlabeled).
+
+        Image files are those with an image suffix (`image_files`); a file that cannot be read
+        is rejected by itself. One upload stream per `batch` files; `on_batch(summary, done, total)`
+        after each."""
         root = Path(folder)
-        paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        paths, _ = image_files(root)
         summaries = []
         for start in range(0, len(paths), batch):
             chunk = paths[start:start + batch]
-            files = ((str(p.relative_to(root)), p.parent.name if p.parent != root else "", p.read_bytes()) for p in chunk)
-            summary = self.upload_images(dataset, files)
+            summary = self.upload_files(dataset, [(str(p.relative_to(root)), p.parent.name if p.parent != root else "",
+                                                   p.read_bytes) for p in chunk])
             summaries.append(summary)
             on_batch(summary, start + len(chunk), len(paths))
         return summaries
 
-    def upload_zip(self, dataset: str, path: str | Path, batch: int = 500) -> list[types.UploadSummary]:
-        """Upload a zip of <label>/<image> entries (entries at the top level stay unlabeled)."""
+    def upload_zip(self, dataset: str, path: str | Path, batch: int = UPLOAD_BATCH,
+                   on_batch: Callable[[types.UploadSummary, int, int], None] = lambda summary, done, total: None) -> list[types.UploadSummary]:
+        """Upload a zip of <label>/<image> entries (entries at the top level stay unlabeled); an entry
+        that cannot be read (a bad CRC, encrypted) is rejected by itself."""
         with zipfile.ZipFile(path) as archive:
-            names = sorted(n for n in archive.namelist() if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_SUFFIXES)
-            return [
-                self.upload_images(dataset, ((n, Path(n).parent.name if len(Path(n).parts) > 1 else "", archive.read(n))
-                                             for n in names[start:start + batch]))
-                for start in range(0, len(names), batch)
-            ]
+            names, _ = zip_image_names(archive)
+            summaries = []
+            for start in range(0, len(names), batch):
+                chunk = names[start:start + batch]
+                summary = self.upload_files(dataset, [(n, Path(n).parent.name if len(Path(n).parts) > 1 else "",
+                                                       lambda n=n: archive.read(n)) for n in chunk])
+                summaries.append(summary)
+                on_batch(summary, start + len(chunk), len(names))
+            return summaries
 
-    def import_manifest(self, dataset: str, manifest: str | Path) -> list[types.UploadSummary]:
-        """Import an ExeML/ModelArts manifest (JSON Lines with source and annotation).
+    def import_manifest(self, dataset: str, manifest: str | Path, batch: int = UPLOAD_BATCH,
+                        on_batch: Callable[[types.UploadSummary, int, int], None] = lambda summary, done, total: None) -> list[types.UploadSummary]:
+        """Import an ExeML/ModelArts manifest (`read_manifest`: JSON Lines, or a JSON array).
 
         Sources that are objects in the deployment's bucket (s3://…) are imported by
-        the server; sources that are local paths (relative to the manifest) are uploaded.
+        the server; sources that are local paths (relative to the manifest) are uploaded,
+        and one that is missing or unreadable is rejected by itself. A malformed manifest
+        raises ManifestError before anything is sent. `batch` records per request.
         """
         path = Path(manifest)
-        local, remote = [], []
-        for line in path.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                (remote if "://" in str(record.get("source", "")) else local).append((line, record))
+        records = read_manifest(path)
+        remote = [r for r in records if "://" in r["source"]]
+        local = [r for r in records if "://" not in r["source"]]
         summaries = []
-        if remote:
-            request = ds.ImportManifestRequest(dataset_id=dataset, manifest_content="\n".join(line for line, _ in remote).encode())
-            summaries.append(types.UploadSummary.from_proto(self._call(self._datasets.ImportManifest, request, max(self.timeout, 600))))
-        if local:
-            def files():
-                for _, record in local:
-                    labels = [a.get("name", "") for a in record.get("annotation") or []]
-                    yield str(record["source"]), labels[0] if labels else "", (path.parent / record["source"]).read_bytes()
-            summaries.append(self.upload_images(dataset, files()))
+        done = 0
+        for start in range(0, len(remote), batch):
+            chunk = remote[start:start + batch]
+            content = "\n".join(json.dumps(r, ensure_ascii=False) for r in chunk).encode()
+            request = ds.ImportManifestRequest(dataset_id=dataset, manifest_content=content)
+            summary = types.UploadSummary.from_proto(self._call(self._datasets.ImportManifest, request, max(self.timeout, 600)))
+            labels = {r["source"]: manifest_label(r) for r in chunk}
+            summary = replace(summary, results=[replace(r, label=labels.get(r.file_name, "")) for r in summary.results])
+            summaries.append(summary)
+            done += len(chunk)
+            on_batch(summary, done, len(records))
+        for start in range(0, len(local), batch):
+            chunk = local[start:start + batch]
+            summary = self.upload_files(dataset, [(r["source"], manifest_label(r), (path.parent / r["source"]).read_bytes)
+                                                  for r in chunk])
+            summaries.append(summary)
+            done += len(chunk)
+            on_batch(summary, done, len(records))
         return summaries
 
-    def list_images(self, dataset: str, label: str = "", unlabeled_only: bool = False, *, timeout: float | None = None) -> list:
+    def list_images(self, dataset: str, label: str = "", unlabeled_only: bool = False, *, timeout: float | None = None) -> list[types.Image]:
+        """The dataset's images, all of them or those of one label, or only the unlabeled ones."""
         request = ds.ListImagesRequest(dataset_id=dataset, label=label, unlabeled_only=unlabeled_only)
-        return self._pages(self._datasets.ListImages, request, "images", lambda m: m, timeout)
+        return self._pages(self._datasets.ListImages, request, "images", types.Image.from_proto, timeout)
 
     def set_labels(self, dataset: str, labels: dict[str, str], *, timeout: float | None = None) -> int:
         """Set (or with "" remove) the labels of images by id, all or nothing; the number changed."""

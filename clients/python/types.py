@@ -42,6 +42,25 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class Image:
+    """One image of a dataset; `id` is the SHA-256 of its bytes (hex)."""
+
+    id: str
+    file_name: str
+    label: str  # "" when unlabeled
+    format: str  # JPEG | PNG | BMP | WEBP
+    width: int
+    height: int
+    size_bytes: int
+    create_time: datetime | None
+    proto: dataset_pb2.Image = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, p: dataset_pb2.Image) -> Image:
+        return cls(p.id, p.file_name, p.label, p.format, p.width, p.height, p.size_bytes, _time(p.create_time), p)
+
+
+@dataclass(frozen=True)
 class TrainabilityReport:
     """Rule S1: `violations` lists every failing rule, for people."""
 
@@ -302,6 +321,7 @@ class UploadResult:
     status: str  # stored | duplicate | rejected
     image_id: str
     reason: str
+    label: str = ""  # the label the file was sent with (set by the SDK's folder, zip and manifest imports)
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,11 @@ def _cut(text: str, max_bytes: int) -> str:
     return data[:max_bytes - 3].decode(errors="ignore") + "…"
 
 
+def _why(exc: InvalidArgument) -> str:
+    """What is wrong, without the field the rule named ("label: "): the caller names its own field."""
+    return exc.violations[0].description if exc.violations else exc.message
+
+
 def _not_importable(tenant: str, key: str) -> str:
     """Why a key is refused: the same words whether or not the object or its dataset exists."""
     return (f"object {shown(key)} is not importable: a tenant imports only objects under "
@@ -417,7 +422,7 @@ class DatasetService:
         try:
             label = rules.validate_label(header.label) if header.label else ""
         except InvalidArgument as exc:
-            return UploadOutcome(name, "rejected", reason=f"bad label: {exc.message}")
+            return UploadOutcome(name, "rejected", reason=f"bad label: {_why(exc)}")
         return label, bytes(buffer)
 
     def _prepare(self, dataset_id: str, name: str, label: str, data: bytes, budget: _Budget) -> _Prepared | UploadOutcome | None:
@@ -575,7 +580,7 @@ class DatasetService:
             try:
                 label = rules.validate_label(label) if label else ""
             except InvalidArgument as exc:
-                raise InvalidArgument.field(f"assignments[{index}].label", exc.message) from None
+                raise InvalidArgument.field(f"assignments[{index}].label", _why(exc)) from None
             if image_id in checked and checked[image_id] != label:
                 first = position[image_id]
                 raise InvalidArgument.field(
@@ -598,7 +603,7 @@ class DatasetService:
         try:
             new_label = rules.validate_label(new_label)
         except InvalidArgument as exc:
-            raise InvalidArgument.field("new_label", exc.message) from None
+            raise InvalidArgument.field("new_label", _why(exc)) from None
         label = unicodedata.normalize("NFC", label)  # labels are stored in NFC (rules.validate_label)
         changed = self.store.rename_label(dataset.id, label, new_label, self.clock())
         if not changed:

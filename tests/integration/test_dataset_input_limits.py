@@ -249,7 +249,7 @@ def test_the_largest_response_an_upload_can_have_fits_one_message(stub):
     requests = upload_requests(ds.id, [(name, label, b"x")] * MAX_FILES_PER_REQUEST)
     response = stub.UploadImages(requests)
     assert response.rejected_count == MAX_FILES_PER_REQUEST
-    assert response.results[0].reason.startswith("bad label: label: ")
+    assert response.results[0].reason.startswith("bad label: ") and "label: label" not in response.results[0].reason
     largest = max(r.ByteSize() for r in response.results)
     assert largest <= 2048, largest
     assert response.ByteSize() <= MAX_MESSAGE_BYTES * 0.6, response.ByteSize()
@@ -766,7 +766,7 @@ def test_a_label_that_shows_nothing_or_hides_a_filler_is_refused_everywhere(
     )
     response = upload(stub, ds.id, [("new.png", label, digits[5][2])])
     assert response.results[0].status == REJECTED
-    assert response.results[0].reason.startswith("bad label: label: ")
+    assert response.results[0].reason.startswith("bad label: ") and "label: label" not in response.results[0].reason
     assert state(stub, objects, ds.id) == before
 
 

@@ -7,6 +7,7 @@ production, so tests can kill and restart them for real.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,11 +25,60 @@ from trainyard.auth import KeyStore, new_internal_token
 from trainyard.config import S3Config
 from trainyard.rpc import channel
 from trainyard.stack.devca import DevCertificates, create_dev_ca
-from trainyard.stack.s3 import S3Credentials, S3Server
+from trainyard.stack.s3 import S3Credentials, S3Server, S3ServerError, port_is_free
 from trainyard.tls import ClientTls
 
 SERVICES = ("dataset", "scheduler", "trainer")
 _MODULES = {name: f"trainyard.services.{name}.server" for name in SERVICES}
+_PORT_VARIABLES = {name: f"TRAINYARD_{name.upper()}_PORT" for name in SERVICES}
+_PREVIOUS_STOP_WAIT_S = 30.0  # how long a start waits for a stack of the same data directory that is stopping
+
+
+class StackError(RuntimeError):
+    """The local stack could not start. `summary` says why in one line; the message adds the
+    log's last lines; `log_path` is the log to read."""
+
+    def __init__(self, summary: str, details: str = "", log_path: Path | None = None) -> None:
+        super().__init__(summary + (f"\n{details}" if details else ""))
+        self.summary = summary
+        self.log_path = log_path
+
+
+def _listens_on(pid: int, port: int) -> bool | None:
+    """Whether process `pid` holds the socket listening on 127.0.0.1:`port`; None where /proc cannot tell (not Linux)."""
+    inodes = set()
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            if table.endswith("6") and not os.path.exists(table):  # no IPv6 in this kernel
+                continue
+            with open(table) as lines:
+                next(lines)
+                for line in lines:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                        inodes.add(fields[9])
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    links = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            links.add(os.readlink(fd))
+    return any(f"socket:[{inode}]" in links for inode in inodes)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (an exited one that its parent has not reaped yet does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: kill(0) said it exists
 
 
 def _write_secret(path: Path, value: str) -> None:
@@ -65,15 +115,28 @@ class StackSettings:
 
     @classmethod
     def from_env(cls, env=None) -> StackSettings:
+        """Raises StackError naming the variable when a number is not one."""
         env = os.environ if env is None else env
+
+        def number(name: str, default: float, kind=int, low: float = 0, high: float = 65535,
+                   expected: str = "a port number, 0 to 65535 (0: any free port)"):
+            text = env.get(name, "")
+            try:
+                value = kind(text) if text.strip() else kind(default)
+            except ValueError:
+                value = None
+            if value is None or not low <= value <= high:
+                raise StackError(f"{name}={text!r}: expected {expected}")
+            return value
+
         return cls(
             data_dir=Path(env.get("TRAINYARD_DATA_DIR", ".trainyard")),
-            dataset_port=int(env.get("TRAINYARD_DATASET_PORT", 50051)),
-            scheduler_port=int(env.get("TRAINYARD_SCHEDULER_PORT", 50052)),
-            trainer_port=int(env.get("TRAINYARD_TRAINER_PORT", 50053)),
-            s3_port=int(env.get("TRAINYARD_S3_PORT", 0)),
-            minute_seconds=float(env.get("TRAINYARD_MINUTE_SECONDS", 60)),
-            trainer_slots=int(env.get("TRAINYARD_TRAINER_SLOTS", 1)),
+            dataset_port=number("TRAINYARD_DATASET_PORT", 50051),
+            scheduler_port=number("TRAINYARD_SCHEDULER_PORT", 50052),
+            trainer_port=number("TRAINYARD_TRAINER_PORT", 50053),
+            s3_port=number("TRAINYARD_S3_PORT", 0),
+            minute_seconds=number("TRAINYARD_MINUTE_SECONDS", 60, float, 1e-9, float("inf"), "a positive number of seconds"),
+            trainer_slots=number("TRAINYARD_TRAINER_SLOTS", 1, int, 1, float("inf"), "a whole number, 1 or more"),
             s3_access_key=env.get("TRAINYARD_S3_ACCESS_KEY", ""),
             s3_secret_key=env.get("TRAINYARD_S3_SECRET_KEY", ""),
             tls=env.get("TRAINYARD_DEV_TLS", "") in ("1", "true", "mtls"),
@@ -163,15 +226,65 @@ class LocalStack:
 
     # lifecycle -------------------------------------------------------------------
     def start(self, timeout: float = 90, services: tuple[str, ...] = SERVICES) -> None:
-        self._prepare_security()
-        endpoint = self.s3.start()
-        self.s3_config = S3Config(endpoint.address, endpoint.credentials.access_key,
-                                  endpoint.credentials.secret_key, endpoint.bucket)
-        for name in services:
-            self.start_service(name, timeout)
-        self._write_stack_file()
+        """Start S3 and the services; raises StackError, with nothing left running, when one cannot.
+
+        Before anything starts: a stack of the same data directory that is still stopping is
+        waited for, and a port of the services that another process holds (another stack,
+        say) is refused, naming the port.
+        """
+        self._check_data_dir_free()
+        self._check_ports_free(services)
+        try:
+            self._prepare_security()
+            try:
+                endpoint = self.s3.start()
+            except S3ServerError as exc:
+                summary, _, details = str(exc).partition("\n")
+                if "already in use" in summary and self.settings.s3_port:
+                    summary += " (TRAINYARD_S3_PORT chooses another)"
+                raise StackError(summary, details, self.s3.log_path) from None
+            self.s3_config = S3Config(endpoint.address, endpoint.credentials.access_key,
+                                      endpoint.credentials.secret_key, endpoint.bucket)
+            for name in services:
+                self.start_service(name, timeout)
+            self._write_stack_file()
+        except BaseException:  # a failed or interrupted start leaves nothing running
+            self.stop()
+            raise
+
+    def _check_data_dir_free(self) -> None:
+        """Refuse a data directory that a running stack of another process uses; wait for one that is stopping."""
+        info = self._stack_file_info()
+        pid = info.get("pid")
+        if not isinstance(pid, int) or pid == os.getpid() or not _pid_alive(pid):
+            return  # none, ours, or left behind by a process that is gone
+        if not info.get("stopping"):
+            raise StackError(f"a stack is already running from {self.data_dir} (process {pid}, dataset service at "
+                             f"{info.get('dataset', '?')}); stop it first, or use another data directory")
+        deadline = time.monotonic() + _PREVIOUS_STOP_WAIT_S
+        while _pid_alive(pid):
+            if time.monotonic() > deadline:
+                raise StackError(f"the stack of process {pid} from {self.data_dir} is still stopping after "
+                                 f"{_PREVIOUS_STOP_WAIT_S:g} s; try again when it has stopped")
+            time.sleep(0.2)
+
+    def _check_ports_free(self, services: tuple[str, ...]) -> None:
+        taken = [name for name in services if not port_is_free(self.ports[name])]
+        if taken:
+            ports = ", ".join(f"{self.ports[name]} ({name} service)" for name in taken)
+            variables = ", ".join(_PORT_VARIABLES[name] for name in taken)
+            raise StackError(f"port{'s' if len(taken) > 1 else ''} {ports} on 127.0.0.1 already in use, by another "
+                             f"program or another stack; stop it, or choose other ports with {variables}")
+
+    def _stack_file_info(self) -> dict:
+        try:
+            info = json.loads((self.data_dir / "stack.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
 
     def start_service(self, name: str, timeout: float = 90) -> None:
+        self._check_ports_free((name,))
         (self.data_dir / "logs").mkdir(exist_ok=True)
         log_file = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
         self.processes[name] = subprocess.Popen(
@@ -211,15 +324,24 @@ class LocalStack:
             while True:
                 process = self.processes[name]
                 if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode}; see {self.data_dir / 'logs' / (name + '.log')}:\n{self.log_tail(name)}")
+                    raise self._start_failure(name, f"the {name} service exited with status {process.returncode}")
                 try:
-                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                        return
+                    serving = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING
                 except grpc.RpcError:
-                    pass
+                    serving = False
+                # SERVING counts only from our process: another server on the port (another stack) answers too
+                if serving and process.poll() is None and _listens_on(process.pid, self.ports[name]) is not False:
+                    return
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not become healthy within {timeout:g} s:\n{self.log_tail(name)}")
+                    raise self._start_failure(name, f"the {name} service did not become healthy within {timeout:g} s")
                 time.sleep(0.1)
+
+    def _start_failure(self, name: str, what: str) -> StackError:
+        log = self.data_dir / "logs" / f"{name}.log"
+        tail = self.log_tail(name)
+        if "failed to bind" in tail.lower():
+            what += f": port {self.ports[name]} on 127.0.0.1 is in use ({_PORT_VARIABLES[name]} chooses another)"
+        return StackError(f"{what}; see {log}", tail, log)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.data_dir / "logs" / f"{name}.log"
@@ -247,10 +369,17 @@ class LocalStack:
             process.wait()
 
     def stop(self) -> None:
+        """Stop the services and S3 (idempotent). While it runs, stack.json says the stack is stopping,
+        so that a start from the same data directory waits for it instead of finding S3's store locked."""
+        stack_file = self.data_dir / "stack.json"
+        info = self._stack_file_info()
+        if info.get("pid") == os.getpid():
+            stack_file.write_text(json.dumps({**info, "stopping": True}, indent=2))
         for name in reversed(SERVICES):
             self.stop_service(name)
         self.s3.stop()
-        (self.data_dir / "stack.json").unlink(missing_ok=True)
+        if self._stack_file_info().get("pid") == os.getpid():
+            stack_file.unlink(missing_ok=True)
 
     def _write_stack_file(self) -> None:
         """Where the SDK and CLI find the services and their credentials by default.

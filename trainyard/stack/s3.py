@@ -59,6 +59,7 @@ _BACKENDS = ("auto", "minio", "weed")
 _WEED_GRPC_OFFSET = 10000
 _STOP_GRACE_S = 10.0
 _START_ATTEMPTS = 3
+_LOCK_WAIT_S = 15.0  # how long a start waits for another process to release the store's lock
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,10 @@ class S3Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self._credentials is None:
             self._credentials = S3Credentials.generate()
-        for attempt in range(1, _START_ATTEMPTS + 1):
+        locked_since: float | None = None
+        attempt = 0
+        while attempt < _START_ATTEMPTS:
+            attempt += 1
             if not self._ports:
                 self._ports = self._allocate_ports()
             if not port_is_free(self._ports["s3"]) and not self._s3_pinned:
@@ -290,7 +294,21 @@ class S3Server:
             if problem is None:
                 break
             tail = self._log_tail(log_offset)
+            locked = _looks_like_locked_store(self._log_text(log_offset))
             self._terminate(kill=True)
+            if locked:
+                # The store's lock is still held, most often by the server of a stack that is
+                # stopping (weed flushes and exits within seconds): wait a little and try again.
+                locked_since = locked_since or time.monotonic()
+                if time.monotonic() - locked_since < _LOCK_WAIT_S and time.monotonic() < deadline:
+                    attempt -= 1  # a lock wait is no failed attempt
+                    time.sleep(0.5)
+                    continue
+                raise S3ServerError(
+                    f"{self.backend} S3 server failed to start: its store in {self.data_dir / 'data'} is locked "
+                    f"by another S3 server process (another stack using this data directory?)\n"
+                    f"--- last lines of {self.log_path} ---\n{tail}"
+                )
             if (
                 attempt < _START_ATTEMPTS
                 and time.monotonic() < deadline
@@ -536,14 +554,17 @@ class S3Server:
                 with contextlib.suppress(OSError):
                     Path(f"/tmp/seaweedfs-{label}-{p[key]}.sock").unlink()
 
-    def _log_tail(self, offset: int, max_lines: int = 40) -> str:
+    def _log_text(self, offset: int) -> str:
+        """The log from ``offset``: what the last launch wrote."""
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(offset)
-                text = f.read().decode("utf-8", "replace")
+                return f.read().decode("utf-8", "replace")
         except OSError as exc:
             return f"(log unreadable: {exc})"
-        lines = text.rstrip().splitlines()[-max_lines:]
+
+    def _log_tail(self, offset: int, max_lines: int = 40) -> str:
+        lines = self._log_text(offset).rstrip().splitlines()[-max_lines:]
         return "\n".join(lines) if lines else "(no output)"
 
 
@@ -563,6 +584,13 @@ def _round_trip(client, bucket: str) -> None:
 
 def _probe_http() -> urllib3.PoolManager:
     return urllib3.PoolManager(timeout=urllib3.Timeout(connect=0.5, read=2), retries=False)
+
+
+def _looks_like_locked_store(log: str) -> bool:
+    """weed's filer store (leveldb) is locked by another process: ``filer store open dir …:
+    resource temporarily unavailable`` (weed only: MinIO has no such lock to wait for)."""
+    text = log.lower()
+    return ("leveldb" in text or "filer store" in text) and "resource temporarily unavailable" in text
 
 
 def _looks_like_port_clash(log_tail: str) -> bool:
