@@ -16,12 +16,11 @@ import zlib
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from PIL import Image
 
 from tests.integration import dataset_calls
 from tests.integration.dataset_calls import new_dataset
+from tests.integration.rpc_errors import bad_fields, error
 from trainyard.dataset.v1 import dataset_pb2
 from trainyard.dataset.v1 import dataset_service_pb2 as api
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as api_grpc
@@ -104,20 +103,6 @@ def truncated_jpeg() -> bytes:
     cut = len(data) // 2
     assert data.index(b"\xff\xda") < cut - 100  # the start-of-scan header arrived whole
     return data[:cut]
-
-
-def error(call) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as exc:
-        call()
-    return exc.value
-
-
-def bad_fields(exc: grpc.RpcError) -> list[str]:
-    """The fields the error's BadRequest detail names."""
-    status = rpc_status.from_call(exc)
-    bad = error_details_pb2.BadRequest()
-    assert status is not None and status.details and status.details[0].Unpack(bad), exc.details()
-    return [v.field for v in bad.field_violations]
 
 
 def labels(stub, dataset_id: str) -> dict[str, str]:

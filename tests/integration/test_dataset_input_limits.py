@@ -15,10 +15,9 @@ from collections import Counter
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from tests.integration.dataset_calls import new_dataset, upload, upload_requests
+from tests.integration.rpc_errors import bad_fields, error
 from trainyard.dataset.v1 import dataset_pb2
 from trainyard.dataset.v1 import dataset_service_pb2 as api
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as api_grpc
@@ -83,20 +82,6 @@ def stocked(stub, digits):
 
 
 # --- helpers ----------------------------------------------------------------------
-
-
-def error(call) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as exc:
-        call()
-    return exc.value
-
-
-def bad_fields(exc: grpc.RpcError) -> list[str]:
-    """The fields the error's BadRequest detail names."""
-    status = rpc_status.from_call(exc)
-    bad = error_details_pb2.BadRequest()
-    assert status is not None and status.details and status.details[0].Unpack(bad), exc.details()
-    return [v.field for v in bad.field_violations]
 
 
 def refused(call, code: grpc.StatusCode, field: str | None, *words: str) -> str:

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.integration.dataset_calls import new_dataset, upload
+from tests.integration.rpc_errors import error
 from trainyard.dataset.v1 import dataset_service_pb2 as api
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as api_grpc
 from trainyard.db import Database, SchemaMismatch
@@ -39,12 +40,6 @@ def png(seed: int, size: tuple[int, int] = (16, 16), noise: bool = False) -> byt
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def error(call) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as exc:
-        call()
-    return exc.value
 
 
 def stub_for(security, port: int, tenant: str | None = None, *, internal_for: str | None = None):

@@ -13,6 +13,7 @@ import pytest
 from grpc_status import rpc_status
 
 from tests.integration.dataset_calls import new_dataset
+from tests.integration.rpc_errors import error
 from trainyard import metrics
 from trainyard.dataset.v1 import dataset_service_pb2 as api
 from trainyard.dataset.v1 import dataset_service_pb2_grpc as api_grpc
@@ -32,12 +33,6 @@ def stub(tmp_path_factory, s3_config, security):
     running, _ = build(config)
     yield api_grpc.DatasetServiceStub(security.channel(f"127.0.0.1:{running.port}"))
     running.stop(0)
-
-
-def error(call) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    return caught.value
 
 
 @pytest.mark.parametrize("dataset_id", ["x" * 6000, "é" * 6000, "ds-" + "0" * 100_000])

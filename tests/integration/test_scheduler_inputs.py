@@ -16,13 +16,10 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from tests.integration.dataset_calls import new_dataset, upload
-from tests.integration.services import in_process_services
+from tests.integration.rpc_errors import bad_fields, error
 from trainyard.dataset.v1 import dataset_service_pb2 as ds
-from trainyard.dataset.v1 import dataset_service_pb2_grpc as ds_grpc
 from trainyard.sample_data import digit_files
 from trainyard.scheduler.v1 import scheduler_pb2
 from trainyard.scheduler.v1 import scheduler_service_pb2 as sc
@@ -36,22 +33,6 @@ CANCELLED = scheduler_pb2.TRAINING_JOB_STATE_CANCELLED
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory, s3_config, security):
-    with in_process_services(tmp_path_factory.mktemp("inputs"), s3_config, security) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def datasets(services, security):
-    return ds_grpc.DatasetServiceStub(security.channel(services.address("dataset")))
-
-
-@pytest.fixture(scope="module")
-def scheduler(services, security):
-    return sc_grpc.SchedulerServiceStub(security.channel(services.address("scheduler")))
-
-
-@pytest.fixture(scope="module")
 def dataset(datasets):
     """A trainable dataset (S1): 10 digit classes of 5 images."""
     created = new_dataset(datasets)
@@ -60,22 +41,6 @@ def dataset(datasets):
 
 
 # --- helpers ----------------------------------------------------------------------
-
-
-def error(call) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as exc:
-        call()
-    return exc.value
-
-
-def violated_fields(err: grpc.RpcError) -> list[str]:
-    """The fields of the error's BadRequest details."""
-    fields = []
-    for detail in rpc_status.from_call(err).details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            fields += [v.field for v in bad.field_violations]
-    return fields
 
 
 def create(scheduler, dataset, **fields) -> scheduler_pb2.TrainingJob:
@@ -169,7 +134,7 @@ def test_a_negative_after_sequence_is_invalid_argument(scheduler, dataset):
     job = ended_job(scheduler, dataset)
     err = error(lambda: watch(scheduler, job.id, -1))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert violated_fields(err) == ["after_sequence"]
+    assert bad_fields(err) == ["after_sequence"]
 
 
 # --- GetUsage periods --------------------------------------------------------------
@@ -189,7 +154,7 @@ def test_an_invalid_timestamp_is_invalid_argument_naming_the_field_and_the_range
 ):
     err = error(lambda: scheduler.GetUsage(sc.GetUsageRequest(**{field: BAD_TIMESTAMPS[bad]})))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
-    assert violated_fields(err) == [field]
+    assert bad_fields(err) == [field]
     assert err.details().startswith(f"{field}: is not a valid timestamp")
     assert "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z" in err.details()
 
@@ -206,7 +171,7 @@ def test_an_end_time_at_the_epoch_is_a_time_not_left_out(scheduler, dataset):
         start_time=timestamp_pb2.Timestamp(seconds=0), end_time=timestamp_pb2.Timestamp(seconds=0)
     )
     err = error(lambda: scheduler.GetUsage(both))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violated_fields(err) == ["end_time"]
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and bad_fields(err) == ["end_time"]
 
 
 # --- request_id: a retry, or another request -----------------------------------------
@@ -248,7 +213,7 @@ def test_a_request_id_with_an_invalid_request_names_the_bad_field(scheduler, dat
     before = stored(scheduler, datasets, dataset)
     err = error(lambda: create(scheduler, dataset, request_id=request_id, max_duration_minutes=5))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
-    assert violated_fields(err) == ["max_duration_minutes"]
+    assert bad_fields(err) == ["max_duration_minutes"]
     assert stored(scheduler, datasets, dataset) == before
 
 
@@ -262,7 +227,7 @@ def test_a_bad_new_version_name_names_new_version_name(scheduler, datasets, data
     )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
     assert err.details().startswith("new_version_name: 'bad name' may contain only"), err.details()
-    assert violated_fields(err) == ["new_version_name"]
+    assert bad_fields(err) == ["new_version_name"]
     assert stored(scheduler, datasets, dataset) == before
 
 
@@ -271,7 +236,7 @@ def test_a_bad_train_ratio_checked_by_the_dataset_service_keeps_its_name(
 ):
     before = stored(scheduler, datasets, dataset)
     err = error(lambda: create(scheduler, dataset, train_ratio="0.123456"))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violated_fields(err) == [
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and bad_fields(err) == [
         "train_ratio"
     ]
     assert stored(scheduler, datasets, dataset) == before

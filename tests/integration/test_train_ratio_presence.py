@@ -14,14 +14,11 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from tests.integration.services import in_process_services
 from trainyard.cli.main import main as cli
 from trainyard.dataset.v1 import dataset_service_pb2 as ds
-from trainyard.dataset.v1 import dataset_service_pb2_grpc as ds_grpc
 from trainyard.errors import InvalidArgument
 from trainyard.sample_data import digit_files
 from trainyard.scheduler.v1 import scheduler_service_pb2 as sc
-from trainyard.scheduler.v1 import scheduler_service_pb2_grpc as sc_grpc
 from trainyard.sdk import Client
 
 # Each refused ratio with words of the rule it breaks (services/dataset/rules.py).
@@ -34,22 +31,6 @@ REFUSED = {
     "-0.5": ["-0.5 must lie strictly between 0 and 1"],
     "1.5": ["1.5 must lie strictly between 0 and 1"],
 }
-
-
-@pytest.fixture(scope="module")
-def services(tmp_path_factory, s3_config, security):
-    with in_process_services(tmp_path_factory.mktemp("ratio"), s3_config, security) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def datasets(services, security):
-    return ds_grpc.DatasetServiceStub(security.channel(services.address("dataset")))
-
-
-@pytest.fixture(scope="module")
-def scheduler(services, security):
-    return sc_grpc.SchedulerServiceStub(security.channel(services.address("scheduler")))
 
 
 @pytest.fixture(scope="module")
