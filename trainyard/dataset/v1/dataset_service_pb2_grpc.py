@@ -127,7 +127,9 @@ class DatasetServiceServicer:
     """
 
     def CreateDataset(self, request, context):
-        """Creates a dataset. INVALID_ARGUMENT for a bad display name; ALREADY_EXISTS if the name is taken.
+        """Creates a dataset. INVALID_ARGUMENT for a bad display name (one of the form of a dataset id,
+        ds- and hex digits, included) or a description with control characters other than line
+        breaks and tabs; ALREADY_EXISTS if the name is taken.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,9 +153,11 @@ class DatasetServiceServicer:
         """Uploads images in chunks: a header message per file, then its bytes.
         Each file is validated by decoding and stored under its SHA-256; a bad file is
         rejected with a reason and never aborts the others.
-        A file over the bytes-per-image limit is rejected with a reason naming the limit.
+        A file over the bytes-per-image limit, or whose file_name is over 1,024 bytes or holds a
+        control character, is rejected with a reason naming the limit.
         NOT_FOUND if the dataset does not exist; INVALID_ARGUMENT if the stream is malformed
-        (bytes before a header, no dataset id); RESOURCE_EXHAUSTED if the images-per-dataset
+        (bytes before a header, no dataset id, more than 5,000 files in one stream: nothing is
+        recorded); RESOURCE_EXHAUSTED if the images-per-dataset
         or the tenant's stored-bytes limit would be exceeded (the limit named; nothing of the
         request is recorded); UNAVAILABLE if the object store is down.
         """
@@ -163,7 +167,8 @@ class DatasetServiceServicer:
 
     def ListImages(self, request, context):
         """Lists a dataset's images, optionally one label's or only unlabeled ones.
-        NOT_FOUND if the dataset does not exist; INVALID_ARGUMENT for a bad page token.
+        NOT_FOUND if the dataset does not exist; INVALID_ARGUMENT for a bad page token or a label
+        filter no label could have (the label rules).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -202,7 +207,8 @@ class DatasetServiceServicer:
 
     def SetLabels(self, request, context):
         """Sets, changes or removes the labels of many images in one call, all or nothing.
-        INVALID_ARGUMENT for a bad label (its position named); NOT_FOUND for an unknown image id.
+        INVALID_ARGUMENT for a bad label or a malformed image id (its position named), or one image
+        given two labels; NOT_FOUND for an unknown image id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -230,7 +236,7 @@ class DatasetServiceServicer:
         `imports/<tenant>/` or one of the caller's own datasets. Each line is validated like an
         upload; a bad line never aborts the others.
         NOT_FOUND if the dataset or the manifest object does not exist; INVALID_ARGUMENT for a
-        malformed manifest (the line named) or a key outside those prefixes;
+        malformed manifest (the line named), one over 8 MiB or 5,000 lines, or a key outside those prefixes;
         RESOURCE_EXHAUSTED as for UploadImages.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
