@@ -159,6 +159,10 @@ class Connection:
         )
 
 
+
+class _StreamEnded(Exception):
+    """A watch stream that ended cleanly before the job's final event."""
+
 class Client:
     def __init__(
         self,
@@ -429,7 +433,8 @@ class Client:
         return types.TrainingJob.from_proto(response.training_job)
 
     def watch(self, job_id: str, after_sequence: int = 0, reconnect_seconds: float = 120.0) -> Iterator[types.JobEvent]:
-        """The job's events from after_sequence to the final one.
+        """The job's events from after_sequence to the final one (none when after_sequence is an
+        ended job's last sequence: the scheduler ends the stream at once).
 
         Resumes by itself from the last sequence seen when the connection drops
         (for example while the scheduler restarts), for up to reconnect_seconds.
@@ -445,13 +450,27 @@ class Client:
                     yield event
                     if event.final:
                         return
-            except grpc.RpcError as exc:
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+                if self._ended_at(job_id, sequence):
+                    return  # the job had ended at `sequence`: nothing follows
+                raise _StreamEnded  # ended early (a proxy, say): as good as a drop
+            except (grpc.RpcError, _StreamEnded) as exc:
+                if isinstance(exc, grpc.RpcError) and exc.code() not in (
+                        grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
                     raise domain_error(exc) from None
                 down_since = down_since or time.monotonic()
                 if time.monotonic() - down_since > reconnect_seconds:
+                    if isinstance(exc, _StreamEnded):
+                        raise Unavailable(f"the watch of job {job_id} kept ending before its final event") from None
                     raise domain_error(exc) from None
                 time.sleep(0.5)
+
+    def _ended_at(self, job_id: str, sequence: int) -> bool:
+        """Whether the job has ended and `sequence` is its last event (a watch from there is empty)."""
+        try:
+            job = self.get_job(job_id)
+        except Unavailable:
+            return False  # the scheduler went away meanwhile: reconnect as after a drop
+        return job.final and sequence >= job.last_sequence
 
     def wait(self, job_id: str) -> types.TrainingJob:
         """Block until the job ends; returns it."""

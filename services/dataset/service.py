@@ -43,7 +43,7 @@ from trainyard.services.dataset.store import DatasetRow, DatasetStore, ImageRow,
 log = structlog.get_logger(__name__)
 
 _DISPLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_DATASET_ID = re.compile(r"ds-[0-9a-f]+")  # the form of the ids new_dataset_id makes
+_DATASET_ID = re.compile(r"ds-[0-9a-f]{8}")  # the form of the ids new_dataset_id makes
 MAX_DESCRIPTION = 1000
 DESCRIPTION_CONTROLS = "\n\t"  # the only control characters a description may hold (line breaks, tabs)
 
@@ -311,7 +311,7 @@ class DatasetService:
             )
         if _DATASET_ID.fullmatch(display_name):
             raise InvalidArgument.field(
-                "display_name", f"{shown(display_name)} has the form of a dataset id (ds- and hex digits); "
+                "display_name", f"{shown(display_name)} has the form of a dataset id (ds- and 8 hex digits); "
                 "datasets are found by id or by name, so a name of that form could reach another dataset")
         if len(description) > MAX_DESCRIPTION:
             raise InvalidArgument.field("description", f"is {len(description):,} characters; at most {MAX_DESCRIPTION}")
@@ -464,7 +464,12 @@ class DatasetService:
         if label and unlabeled_only:
             raise InvalidArgument.field("label", "must be empty when unlabeled_only is set")
         if label:
-            label = rules.validate_label(label)  # a label no image can have is a mistake; NFC, as stored
+            try:
+                label = rules.validate_label(label)  # a label no image can have is a mistake; NFC, as stored
+            except InvalidArgument:  # unless images hold it: labels stored before today's rules stay listable
+                label = unicodedata.normalize("NFC", label)
+                if label not in self.store.class_counts(dataset.id)[0]:
+                    raise
         offset, limit = paging.page(page_size, page_token)
         rows = self.store.list_images(dataset.id, label or None, unlabeled_only, offset, limit)
         return rows, paging.next_token(offset, limit, len(rows))
@@ -502,7 +507,8 @@ class DatasetService:
         if len(entries) > MAX_FILES_PER_REQUEST:
             raise InvalidArgument.field(
                 field_name, f"has {len(entries):,} lines with a source; at most {MAX_FILES_PER_REQUEST:,} per "
-                "ImportManifest call (import the rest in another call). Nothing was imported.")
+                "ImportManifest call: split the manifest into parts of at most that many lines and import "
+                "each (the CLI and the SDK split local manifests themselves). Nothing was imported.")
         source_bytes = len(f"s3://{self.objects.bucket}/".encode()) + MAX_OBJECT_KEY_BYTES
         with self._writers.writing(dataset.id):  # image objects are written before their rows
             budget = _Budget(self.limits, tenant, dataset, self.store.usage(dataset.id))

@@ -16,7 +16,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from trainyard.errors import (
     Unavailable,
     shown,
 )
-from trainyard.services.dataset.rules import parse_train_ratio
+from trainyard.services.dataset.rules import parse_train_ratio, validate_version_name
 from trainyard.services.scheduler.events import EventFeed
 from trainyard.services.scheduler.flavors import Flavor, FlavorCatalog
 from trainyard.services.scheduler.ports import DatasetPort, TrainerPort, TrainerUpdate, TrainingSpec
@@ -87,14 +87,18 @@ def request_fields(req: JobRequest) -> str:
     """The request's fields but its id, in one canonical text (sorted JSON): what a retry with the
     same request id must repeat. Fields as sent, so a default left out and the same value written
     out differ (a retry resends the same request)."""
-    fields = asdict(req)
-    del fields["request_id"]
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    values = asdict(req)
+    del values["request_id"]
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _differing_fields(stored: str, sent: str) -> list[str]:
+    """The fields whose values differ; a field one side lacks (recorded by a release that did not
+    have it) counts as its default, so retries keep matching across upgrades."""
     before, after = json.loads(stored), json.loads(sent)
-    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    defaults = {f.name: f.default for f in fields(JobRequest)}
+    return sorted(k for k in before.keys() | after.keys()
+                  if before.get(k, defaults.get(k)) != after.get(k, defaults.get(k)))
 
 
 class SchedulerService:
@@ -164,7 +168,7 @@ class SchedulerService:
             if existing is None:
                 return self._create(req, tenant, sent)
             recorded = existing.request_fields
-            if recorded is None or recorded == sent:
+            if recorded is None or not _differing_fields(recorded, sent):
                 return existing
         self._check_fields(req)
         raise AlreadyExists(
@@ -189,6 +193,12 @@ class SchedulerService:
             raise InvalidArgument.field("max_epochs", "must not be negative")
         if req.train_ratio is not None:
             parse_train_ratio(req.train_ratio)
+        if req.new_version_name:
+            try:
+                validate_version_name(req.new_version_name)
+            except InvalidArgument as exc:  # the dataset service's rule, in this request's words
+                description = exc.violations[0].description if exc.violations else exc.message
+                raise InvalidArgument.field("new_version_name", description) from None
         if req.dataset_version and (req.train_ratio is not None or req.new_version_name):
             field = "train_ratio" if req.train_ratio is not None else "new_version_name"
             raise InvalidArgument.field(field, "applies only when publishing a new version; leave dataset_version empty")

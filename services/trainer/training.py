@@ -1201,7 +1201,7 @@ def preprocessing_spec(checkpoint: dict) -> dict[str, Any]:
     """How to turn an image into the input of the model that ``load_model`` or the export returns."""
     resolution = int(checkpoint["resolution"])
     return {
-        "format": "trainyard.preprocessing/v1",
+        "format": "trainyard.preprocessing/v2",  # v2: decode is the list of steps
         "arch": checkpoint["arch"],
         "classes": list(checkpoint["classes"]),
         "resolution": resolution,

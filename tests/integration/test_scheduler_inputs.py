@@ -77,12 +77,14 @@ def watch(
 
 
 def stored(scheduler, datasets, dataset) -> tuple[list, list[str]]:
-    """What the dataset's jobs and versions are now, to compare before and after a refused call."""
+    """What the dataset's jobs and versions are, to compare before and after a refused call: each
+    job's id, parameters and creation time (its state moves on by itself while it runs)."""
     jobs = scheduler.ListTrainingJobs(
         sc.ListTrainingJobsRequest(dataset_id=dataset.id)
     ).training_jobs
     versions = datasets.ListVersions(ds.ListVersionsRequest(dataset_id=dataset.id)).versions
-    return [j.SerializeToString(deterministic=True) for j in jobs], [v.name for v in versions]
+    return ([(j.id, j.parameters.SerializeToString(deterministic=True), j.create_time.ToNanoseconds()) for j in jobs],
+            [v.name for v in versions])
 
 
 # --- WatchTrainingJob at the end of a job's log -------------------------------------

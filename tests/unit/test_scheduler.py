@@ -537,7 +537,8 @@ def test_a_request_id_sent_again_with_other_fields_is_already_exists_naming_them
     assert service.create_job(T, JobRequest(dataset_id="ds-1", request_id="r-1", **FREE)).id == first.id  # a true retry
     assert [j.id for j in service.list_jobs(T, "", 0, "")[0]] == [first.id]
     assert len(datasets.published) == 1
-    assert service.get_job(T, first.id) == first
+    kept = service.get_job(T, first.id)  # as created (its queue state moves on by itself)
+    assert (kept.params, kept.request_fields, kept.create_time) == (first.params, first.request_fields, first.create_time)
 
 
 def test_a_request_id_sent_again_with_an_invalid_field_names_that_field(tmp_path):
@@ -654,3 +655,29 @@ def test_incremental_training_continues_with_its_parents_preference(tmp_path):
         "keeps its architecture; leave preference out (or choose accuracy_first) to continue it, or train "
         "from scratch with performance_first")
     assert datasets.published == published  # refused before any version was published
+
+
+def test_a_retry_matches_a_job_recorded_before_a_field_existed(tmp_path):
+    """A field added by a later release counts as its default in a record that lacks it."""
+    import json as json_module
+
+    from trainyard.errors import AlreadyExists
+
+    service, _, _ = make(tmp_path)
+    first = service.create_job(T, JobRequest(dataset_id="ds-1", request_id="r-1", **FREE))
+    recorded = json_module.loads(first.request_fields)
+    del recorded["max_epochs"]  # as an earlier release, without the field, would have recorded it
+    with service.store.transaction() as tx:
+        tx.execute("UPDATE jobs SET request_fields = ? WHERE id = ?", (json_module.dumps(recorded), first.id))
+    assert service.create_job(T, JobRequest(dataset_id="ds-1", request_id="r-1", **FREE)).id == first.id
+    with pytest.raises(AlreadyExists, match="these fields differ: max_epochs"):
+        service.create_job(T, JobRequest(dataset_id="ds-1", request_id="r-1", max_epochs=3, **FREE))
+
+
+def test_a_request_id_sent_again_with_a_bad_version_name_names_that_field(tmp_path):
+    service, datasets, _ = make(tmp_path)
+    service.create_job(T, JobRequest(dataset_id="ds-1", request_id="r-1", **FREE))
+    with pytest.raises(InvalidArgument) as exc:
+        service.create_job(T, JobRequest(dataset_id="ds-1", request_id="r-1", new_version_name="bad name", **FREE))
+    assert exc.value.violations[0].field == "new_version_name"
+    assert len(datasets.published) == 1

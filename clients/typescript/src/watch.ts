@@ -8,7 +8,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { type Client, Code, ConnectError } from "@connectrpc/connect";
 
 import { isConnectionLost } from "./errors.js";
-import type { TrainingJobEvent } from "./gen/trainyard/scheduler/v1/scheduler_pb.js";
+import { type TrainingJobEvent, TrainingJobState } from "./gen/trainyard/scheduler/v1/scheduler_pb.js";
 import type { SchedulerService } from "./gen/trainyard/scheduler/v1/scheduler_service_pb.js";
 
 /** Options of watchTrainingJob. */
@@ -26,7 +26,9 @@ export interface WatchOptions {
 }
 
 /**
- * The job's events after `afterSequence`, up to and including the final one.
+ * The job's events after `afterSequence`, up to and including the final one (none
+ * when `afterSequence` is an ended job's last sequence: the scheduler ends the
+ * stream at once).
  *
  * A lost connection (see isConnectionLost: UNAVAILABLE, or a stream the HTTP/2
  * connection took down with it) is not an error: the watch starts again after the
@@ -58,7 +60,12 @@ export async function* watchTrainingJob(
           return;
         }
       }
-      // The server ended the stream before the final event: as good as a drop.
+      // Ended with OK and no final event: either the job had ended at `sequence` (the scheduler
+      // ends a watch from an ended job's last sequence at once: nothing follows), or something
+      // between us and the scheduler ended the stream early, which is as good as a drop.
+      if (await endedAt(scheduler, jobId, sequence, options.signal)) {
+        return;
+      }
       throw new ConnectError("watch ended before the job's final event", Code.Unavailable);
     } catch (caught) {
       const error = ConnectError.from(caught);
@@ -76,5 +83,25 @@ export async function* watchTrainingJob(
         throw new ConnectError("watch aborted", Code.Canceled, undefined, undefined, aborted);
       }
     }
+  }
+}
+
+const FINAL_STATES = new Set([TrainingJobState.COMPLETED, TrainingJobState.FAILED, TrainingJobState.CANCELLED]);
+
+/** Whether the job has ended and `sequence` is its last event; false when that cannot be told now. */
+async function endedAt(
+  scheduler: Client<typeof SchedulerService>,
+  jobId: string,
+  sequence: bigint,
+  signal: AbortSignal | undefined,
+): Promise<boolean> {
+  try {
+    const { trainingJob } = await scheduler.getTrainingJob({ jobId }, { signal });
+    return trainingJob !== undefined && FINAL_STATES.has(trainingJob.state) && sequence >= trainingJob.lastSequence;
+  } catch (caught) {
+    if (isConnectionLost(ConnectError.from(caught))) {
+      return false; // the scheduler went away meanwhile: reconnect as after a drop
+    }
+    throw caught;
   }
 }

@@ -5,7 +5,7 @@ import { describe, it } from "node:test";
 
 import { Code, ConnectError } from "@connectrpc/connect";
 
-import { SchedulerService, type TrainingJobEvent, watchTrainingJob, type WatchTrainingJobRequest } from "../src/index.js";
+import { SchedulerService, type TrainingJobEvent, TrainingJobState, watchTrainingJob, type WatchTrainingJobRequest } from "../src/index.js";
 import { FakeGrpcServer, inMemoryClient } from "./fakes.js";
 
 const JOB = "job-1";
@@ -82,7 +82,7 @@ describe("watchTrainingJob", () => {
     assert.deepEqual(await collect(watchTrainingJob(client, JOB)), [1, 2, 3]);
   });
 
-  it("treats a stream that ends before the final event as a drop", async () => {
+  it("treats a stream that ends before the final event of a running job as a drop", async () => {
     let calls = 0;
     const client = inMemoryClient(SchedulerService, {
       async *watchTrainingJob(request) {
@@ -90,9 +90,22 @@ describe("watchTrainingJob", () => {
         // the first stream ends after event 2, which is not final
         yield* eventsAfter(request.afterSequence, 4, calls === 1 ? 2 : 4);
       },
+      getTrainingJob: () => ({ trainingJob: { id: JOB, state: TrainingJobState.RUNNING, lastSequence: 2n } }),
     });
     assert.deepEqual(await collect(watchTrainingJob(client, JOB, { retryDelayMs: 1 })), [1, 2, 3, 4]);
     assert.equal(calls, 2);
+  });
+
+  it("ends at once, with nothing, when watching an ended job from its last sequence", async () => {
+    let calls = 0;
+    const client = inMemoryClient(SchedulerService, {
+      async *watchTrainingJob() {
+        calls += 1; // the scheduler ends such a watch at once, with no event
+      },
+      getTrainingJob: () => ({ trainingJob: { id: JOB, state: TrainingJobState.COMPLETED, lastSequence: 4n } }),
+    });
+    assert.deepEqual(await collect(watchTrainingJob(client, JOB, { afterSequence: 4, retryDelayMs: 1 })), []);
+    assert.equal(calls, 1);
   });
 
   it("ends at once on an error that is not a dropped connection", async () => {

@@ -128,7 +128,7 @@ class DatasetServiceServicer:
 
     def CreateDataset(self, request, context):
         """Creates a dataset. INVALID_ARGUMENT for a bad display name (one of the form of a dataset id,
-        ds- and hex digits, included) or a description with control characters other than line
+        ds- and 8 hex digits, included) or a description with control characters other than line
         breaks and tabs; ALREADY_EXISTS if the name is taken.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
