@@ -56,10 +56,10 @@ def test_health_from_another_server_on_the_port_is_not_taken_for_our_service(tmp
     assert time.monotonic() - started >= 1.0  # it waited for our process instead of taking the other's SERVING
 
 
-def test_a_stack_running_from_the_same_data_directory_is_refused(tmp_path):
+def test_a_stack_running_from_the_same_data_directory_is_refused(tmp_path, other_server):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (tmp_path / "stack.json").write_text(json.dumps({"pid": other.pid, "dataset": "127.0.0.1:1"}))
+    try:  # its process runs and its dataset service's port is taken
+        (tmp_path / "stack.json").write_text(json.dumps({"pid": other.pid, "dataset": f"127.0.0.1:{other_server}"}))
         stack = LocalStack(StackSettings(data_dir=tmp_path))
         with pytest.raises(StackError) as exc:
             stack.start()
@@ -111,6 +111,41 @@ def test_an_s3_store_locked_by_another_server_is_waited_for_then_named(tmp_path,
         second.stop()
     finally:
         first.stop()
+
+
+def test_a_stack_file_whose_pid_now_belongs_to_another_program_does_not_block(tmp_path):
+    """After a reboot the recorded pid may run something else; the stack's port is free, so it is gone."""
+    unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "stack.json").write_text(json.dumps({"pid": unrelated.pid, "dataset": f"127.0.0.1:{_free_port()}",
+                                                         "children": {"dataset": unrelated.pid}}))
+        LocalStack(StackSettings(data_dir=tmp_path))._check_data_dir_free()
+        assert not (tmp_path / "stack.json").exists()
+        assert unrelated.poll() is None  # not a service of ours: left alone
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+
+
+def test_the_services_of_a_stack_whose_process_was_killed_are_stopped_by_the_next_start(tmp_path):
+    """kill -9 of `dev up` leaves its services running (they have their own sessions); the next
+    start stops those still running the program they were started as."""
+    owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    owner.wait()  # its pid is now free: the stack's process is gone
+    sleeper = "import time; time.sleep(60)"
+    orphan = subprocess.Popen([sys.executable, "-c", sleeper, "-m", "trainyard.services.dataset.server"])
+    stranger = subprocess.Popen([sys.executable, "-c", sleeper])  # a pid reused by another program
+    try:
+        (tmp_path / "stack.json").write_text(json.dumps({
+            "pid": owner.pid, "dataset": "127.0.0.1:1", "children": {"dataset": orphan.pid, "scheduler": stranger.pid}}))
+        LocalStack(StackSettings(data_dir=tmp_path))._check_data_dir_free()
+        assert orphan.wait(timeout=20) is not None
+        assert stranger.poll() is None
+        assert not (tmp_path / "stack.json").exists()
+    finally:
+        for process in (orphan, stranger):
+            process.kill()
+            process.wait()
 
 
 def test_dev_up_on_a_taken_port_fails_with_one_line(tmp_path, other_server):

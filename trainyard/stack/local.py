@@ -32,6 +32,7 @@ SERVICES = ("dataset", "scheduler", "trainer")
 _MODULES = {name: f"trainyard.services.{name}.server" for name in SERVICES}
 _PORT_VARIABLES = {name: f"TRAINYARD_{name.upper()}_PORT" for name in SERVICES}
 _PREVIOUS_STOP_WAIT_S = 30.0  # how long a start waits for a stack of the same data directory that is stopping
+_ORPHAN_STOP_S = 15.0  # how long the services of a dead stack get to stop before they are killed
 
 
 class StackError(RuntimeError):
@@ -79,6 +80,34 @@ def _pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True  # no /proc: kill(0) said it exists
+
+
+def _runs(pid: int, program: str) -> bool:
+    """Whether process `pid`'s command line names `program`; True where /proc cannot tell."""
+    try:
+        return program in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+
+
+def _stack_runs(pid: int, info: dict) -> bool:
+    """Whether the stack stack.json describes still runs: its process is alive and, unless it is
+    stopping, its dataset service's port is taken (after a reboot the pid may be another program's)."""
+    if not _pid_alive(pid):
+        return False
+    if info.get("stopping"):
+        return True
+    port = str(info.get("dataset", "")).rpartition(":")[2]
+    return not port.isdigit() or not port_is_free(int(port))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace a file whole: a reader (or a kill) in the middle never sees half of it."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def _write_secret(path: Path, value: str) -> None:
@@ -253,11 +282,15 @@ class LocalStack:
             raise
 
     def _check_data_dir_free(self) -> None:
-        """Refuse a data directory that a running stack of another process uses; wait for one that is stopping."""
+        """Refuse a data directory that a running stack of another process uses; wait for one that
+        is stopping; stop the services a stack left running when its process died (kill -9)."""
         info = self._stack_file_info()
         pid = info.get("pid")
-        if not isinstance(pid, int) or pid == os.getpid() or not _pid_alive(pid):
-            return  # none, ours, or left behind by a process that is gone
+        if not isinstance(pid, int) or pid == os.getpid():
+            return  # none, or ours
+        if not _stack_runs(pid, info):
+            self._stop_orphans(pid, info)
+            return
         if not info.get("stopping"):
             raise StackError(f"a stack is already running from {self.data_dir} (process {pid}, dataset service at "
                              f"{info.get('dataset', '?')}); stop it first, or use another data directory")
@@ -267,6 +300,31 @@ class LocalStack:
                 raise StackError(f"the stack of process {pid} from {self.data_dir} is still stopping after "
                                  f"{_PREVIOUS_STOP_WAIT_S:g} s; try again when it has stopped")
             time.sleep(0.2)
+
+    def _stop_orphans(self, owner: int, info: dict) -> None:
+        """Stop the processes stack.json records for a stack whose own process is gone: each one
+        that still runs the program it was started as (a pid reused since is left alone)."""
+        orphans = {name: pid for name, pid in (info.get("children") or {}).items()
+                   if isinstance(pid, int) and _pid_alive(pid) and _runs(pid, self._program(name))}
+        for pid in orphans.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + _ORPHAN_STOP_S
+        while any(_pid_alive(pid) for pid in orphans.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in orphans.values():
+            if _pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if orphans:
+            print(f"stopped what the stack of process {owner} left running when it died: "
+                  + ", ".join(f"{name} (process {pid})" for name, pid in orphans.items()), file=sys.stderr)
+        (self.data_dir / "stack.json").unlink(missing_ok=True)
+
+    def _program(self, name: str) -> str:
+        """What the command line of the stack's process `name` contains: a service's module, or
+        the S3 server's data directory."""
+        return _MODULES.get(name) or str(self.s3.data_dir)
 
     def _check_ports_free(self, services: tuple[str, ...]) -> None:
         taken = [name for name in services if not port_is_free(self.ports[name])]
@@ -374,7 +432,7 @@ class LocalStack:
         stack_file = self.data_dir / "stack.json"
         info = self._stack_file_info()
         if info.get("pid") == os.getpid():
-            stack_file.write_text(json.dumps({**info, "stopping": True}, indent=2))
+            _write_atomically(stack_file, json.dumps({**info, "stopping": True}, indent=2))
         for name in reversed(SERVICES):
             self.stop_service(name)
         self.s3.stop()
@@ -392,13 +450,15 @@ class LocalStack:
             "s3": self.s3_config.endpoint if self.s3_config else "",
             "api_key_file": str(self.api_key_file),
             "pid": os.getpid(),
+            # what to stop should this process die without stopping them (kill -9): the next start does
+            "children": {**{name: p.pid for name, p in self.processes.items()}, "s3": self.s3.pid},
         }
         if self.certificates is not None:
             info |= {"tls_ca": str(self.certificates.ca)}
             if self.settings.mtls:
                 info |= {"tls_client_cert": str(self.certificates.client_cert),
                          "tls_client_key": str(self.certificates.client_key)}
-        (self.data_dir / "stack.json").write_text(json.dumps(info, indent=2))
+        _write_atomically(self.data_dir / "stack.json", json.dumps(info, indent=2))
 
     def __enter__(self) -> LocalStack:
         self.start()
