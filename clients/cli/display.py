@@ -61,7 +61,8 @@ def fitted_table(title: str, columns: Sequence[Column | str], rows: Sequence[Seq
     Cells are plain text (a file name "[x].png" stays as it is); pass a rich `Text` to style one.
     Key columns keep their whole values (no wrapping, at least as wide as the longest);
     other columns wrap. Optional columns are dropped, highest `optional` first, while the
-    table is wider than the console.
+    table is wider than the console. On a console too narrow for the key columns even then,
+    they are folded onto more lines rather than cut.
     """
     on = on or console
     cols = [c if isinstance(c, Column) else Column(c) for c in columns]
@@ -69,18 +70,36 @@ def fitted_table(title: str, columns: Sequence[Column | str], rows: Sequence[Seq
     shown = list(range(len(cols)))
     droppable = sorted((i for i, c in enumerate(cols) if c.optional), key=lambda i: -cols[i].optional)
     dropped: list[str] = []
-    while True:
+
+    def whole(c: Column) -> bool:
+        return c.key or c.justify == "right"
+
+    def widest(i: int) -> int:
+        return max([len(cols[i].header), *(len(str(row[i])) for row in rows)])
+
+    def build(fold_whole: bool) -> Table:
         table = Table(title=escape(title))
         for i in shown:
             c = cols[i]
-            whole = c.key or c.justify == "right"
-            widest = max([len(c.header), *(len(str(row[i])) for row in rows)]) if whole else None
-            table.add_column(c.header, justify=c.justify, no_wrap=whole, min_width=widest,
-                             overflow="ellipsis" if whole else "fold")
+            kept = whole(c) and not fold_whole
+            table.add_column(c.header, justify=c.justify, no_wrap=kept, min_width=widest(i) if kept else None,
+                             overflow="ellipsis" if kept else "fold")
         for row in rows:
             table.add_row(*(row[i] for i in shown))
+        return table
+
+    while True:
+        table = build(fold_whole=False)
         natural = on.measure(table, options=on.options.update_width(1 << 20)).maximum  # unwrapped
-        if not droppable or natural <= on.width:
+        if natural <= on.width:
+            break
+        if not droppable:
+            # whole columns at their widest, the others wrapped down to one character, and the borders
+            # and padding (3 a column, 1 more): wider than that, rich would cut the key columns at
+            # the right edge; they are folded onto more lines instead, so every id is there, if broken
+            narrowest = sum(widest(i) if whole(cols[i]) else 1 for i in shown) + 3 * len(shown) + 1
+            if narrowest > on.width:
+                table = build(fold_whole=True)
             break
         i = droppable.pop(0)
         shown.remove(i)

@@ -1,7 +1,7 @@
 """`trainyard`: the command-line client.
 
-Exit codes: 0 success; 1 a request failed, or some files could not be predicted
-(the message says why); 2 bad usage, nothing was done; 3 the followed job
+Exit codes: 0 success; 1 a request failed, or some files could not be imported
+or predicted (the message says why); 2 bad usage, nothing was done; 3 the followed job
 ended failed or cancelled; 4 detached from a job with Ctrl-C (it keeps running:
 re-attach with `trainyard jobs watch JOB`); 130 interrupted with Ctrl-C (no
 half-written output is left behind).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -19,12 +20,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from trainyard.cli import display
 from trainyard.cli.display import console, escape
 from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound, TrainyardError
 from trainyard.sdk import Client
+from trainyard.sdk.client import ConnectionSettingsError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_JOB_FAILED, EXIT_DETACHED = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -116,8 +119,11 @@ def _output_folder(text: str) -> Path:
 @contextmanager
 def _writing_folder(folder: Path) -> Iterator[Path]:
     """A temporary folder; its files move into `folder` (made when missing) when the block ends.
-    On an error or Ctrl-C it is removed and `folder` is left as it was."""
-    anchor = next(p for p in folder.absolute().parents if p.is_dir())  # same file system as the target
+    On an error or Ctrl-C it is removed and `folder` is left as it was.
+
+    The temporary folder is made on the file system the files end on: inside `folder` when it
+    exists (it may be a mount point, and a rename cannot cross file systems), else beside it."""
+    anchor = folder if folder.is_dir() else next(p for p in folder.absolute().parents if p.is_dir())
     partial = Path(tempfile.mkdtemp(dir=anchor, prefix=f".{folder.name}.", suffix=".part"))
     try:
         os.chmod(partial, 0o777 & ~_umask())
@@ -314,30 +320,31 @@ def cmd_dataset_import(args) -> int:
     totals = Counter()
     rejected = []
 
-    with display.progress_bar(f"importing {source.name}", count) as advance:
+    def on_batch(summary, done, total) -> None:
+        totals["stored"] += summary.stored
+        totals["duplicate"] += summary.duplicates
+        totals["rejected"] += summary.rejected
+        for r in summary.results:
+            if r.status == "rejected":
+                rejected.append(r)
+            elif r.status == "duplicate" and r.label and r.image_id in before:
+                totals["relabeled"] += before[r.image_id] != unicodedata.normalize("NFC", r.label)
+        advance(done, total)
 
-        def on_batch(summary, done, total) -> None:
-            totals["stored"] += summary.stored
-            totals["duplicate"] += summary.duplicates
-            totals["rejected"] += summary.rejected
-            for r in summary.results:
-                if r.status == "rejected":
-                    rejected.append(r)
-                elif r.status == "duplicate" and r.label and r.image_id in before:
-                    totals["relabeled"] += before[r.image_id] != unicodedata.normalize("NFC", r.label)
-            advance(done, total)
-
-        try:
+    try:
+        with display.progress_bar(f"importing {source.name}", count) as advance:
             if kind == "folder":
                 client.upload_folder(dataset.id, source, on_batch=on_batch)
             elif kind == "zip":
                 client.upload_zip(dataset.id, source, on_batch=on_batch)
             else:
                 client.import_manifest(dataset.id, source, on_batch=on_batch)
-        except KeyboardInterrupt:
-            display.say(f"\ninterrupted: {totals['stored']} stored before, and kept; importing again reports them "
-                        "as duplicates")
-            return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        display.say(f"\ninterrupted: {_kept(client, dataset, totals['stored'])}")
+        return EXIT_INTERRUPTED
+    except TrainyardError as exc:  # a batch failed: main() prints the error, then this note
+        exc.add_note(_kept(client, dataset, totals["stored"]))
+        raise
     line = f"{totals['stored']} stored, {_sized(totals['duplicate'], 'duplicate')}, {totals['rejected']} rejected"
     if totals["relabeled"]:
         line += (f"; {_sized(totals['relabeled'], 'duplicate')} relabeled: the label from the "
@@ -349,7 +356,22 @@ def cmd_dataset_import(args) -> int:
         display.say(f"  [red]rejected[/] {escape(r.file_name)}: {escape(r.reason)}")
     if len(rejected) > 20:
         console.print(f"  … and {len(rejected) - 20:,} more rejected")
-    return EXIT_OK
+    return EXIT_ERROR if totals["rejected"] else EXIT_OK
+
+
+def _kept(client: Client, dataset, stored: int) -> str:
+    """What an import that ended early left in the dataset: its image count now, asked of the server
+    (the batch in flight may have been stored), else what the finished batches reported."""
+    try:
+        now = client.get_dataset(dataset.id, timeout=10).image_count
+    except (Exception, KeyboardInterrupt):  # best effort: the service may be what failed
+        return (f"{_sized(stored, 'file')} stored before, and kept (the batch being sent may have been stored too); "
+                "importing again reports them as duplicates")
+    added = now - dataset.image_count
+    if added <= 0:
+        return f"the dataset has {_sized(now, 'image')} now, as before this import"
+    return (f"the dataset has {_sized(now, 'image')} now, {added:,} more than before this import: they are kept, "
+            "and importing again reports them as duplicates")
 
 
 def cmd_dataset_check(args) -> int:
@@ -404,8 +426,8 @@ def short_ids(ids: list[str]) -> dict[str, str]:
 
 def cmd_dataset_images(args) -> int:
     images = _client(args).list_images(args.dataset, args.label, args.unlabeled)
-    if args.json:
-        display.print_json(images)
+    if args.json:  # create_time as the proto JSON this printed before (…Z), not isoformat's +00:00
+        console.print_json(data=[{**display.plain(i), "create_time": _rfc3339(i.create_time)} for i in images])
         return EXIT_OK
     shown = short_ids([i.id for i in images])
     columns = [display.Column("id", key=True), display.Column("file"), display.Column("label", key=True),
@@ -416,6 +438,16 @@ def cmd_dataset_images(args) -> int:
                                        caption="ids shortened: `dataset label` takes them as shown; --json gives whole ids"
                                        if images else ""))
     return EXIT_OK
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    """A UTC time as proto JSON writes a Timestamp: 2026-01-02T03:04:05Z, fractions in 3, 6 digits when there are any."""
+    if moment is None:
+        return None
+    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}".removesuffix("000")
+    return text + "Z"
 
 
 def resolve_image_ids(client: Client, dataset: str, typed: list[str]) -> dict[str, str]:
@@ -449,7 +481,13 @@ def cmd_dataset_label(args) -> int:
         pairs.append((image_id.strip(), label))
     client = _client(args)
     ids = resolve_image_ids(client, args.dataset, [image_id for image_id, _ in pairs])
-    changed = client.set_labels(args.dataset, {ids[image_id]: label for image_id, label in pairs})
+    labels: dict[str, tuple[str, str]] = {}  # whole id: (as typed, label)
+    for typed, label in pairs:
+        first = labels.setdefault(ids[typed], (typed, label))
+        if first[1] != label:
+            raise UsageError(f"{first[0] + '=' + first[1]!r} and {typed + '=' + label!r} are the same image "
+                             f"({ids[typed][:SHOWN_ID_LENGTH]}) with two labels; give it one; nothing was changed")
+    changed = client.set_labels(args.dataset, {image_id: label for image_id, (_, label) in labels.items()})
     console.print(f"{changed} label(s) changed")
     return EXIT_OK
 
@@ -533,11 +571,16 @@ def cmd_train(args) -> int:
             answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             raise UsageError("terms not accepted; no job was created (pass --flavor to choose a paid flavor)")
-    job = client.create_training_job(
-        args.dataset, dataset_version=args.version, new_version_name=args.new_version, train_ratio=args.ratio,
-        seed=args.seed, incremental_model_version=args.incremental, max_duration_minutes=args.max_minutes,
-        preference=args.preference, flavor=flavor_id, accept_free_terms=accept, max_epochs=args.max_epochs,
-    )
+    try:
+        job = client.create_training_job(
+            args.dataset, dataset_version=args.version, new_version_name=args.new_version, train_ratio=args.ratio,
+            seed=args.seed, incremental_model_version=args.incremental, max_duration_minutes=args.max_minutes,
+            preference=args.preference, flavor=flavor_id, accept_free_terms=accept, max_epochs=args.max_epochs,
+        )
+    except KeyboardInterrupt:  # the request may have reached the scheduler, which then created the job
+        display.say(f"\ninterrupted; the job may have been created: "
+                    f"{escape(f'trainyard jobs list --dataset {shlex.quote(args.dataset)}')} shows it")
+        return EXIT_INTERRUPTED
     console.print(f"job [bold]{job.id}[/] created on dataset version {job.parameters.dataset_version}")
     if args.detach:
         console.print(f"follow it with: trainyard jobs watch {job.id}")
@@ -656,6 +699,9 @@ def cmd_models_report(args) -> int:
 
 
 PREDICT_BATCH = 64  # images per Predict call (the server's limit)
+# bytes of images per Predict call: the gRPC message cap (trainyard.rpc.MAX_MESSAGE_BYTES, 16 MiB) less
+# room for the request's other fields; a file larger than this alone cannot be sent
+PREDICT_BATCH_BYTES = 15 * 2**20
 
 
 def _image_index(exc: InvalidArgument, count: int) -> tuple[int, str] | None:
@@ -669,20 +715,37 @@ def _image_index(exc: InvalidArgument, count: int) -> tuple[int, str] | None:
     return None
 
 
+def _predict_batches(paths: list[Path], outcomes: dict) -> Iterator[tuple[int, list[tuple[Path, bytes]]]]:
+    """(files done, [(path, bytes)]) batches of at most PREDICT_BATCH files and PREDICT_BATCH_BYTES bytes,
+    read one batch at a time; a file that cannot be read or sent gets its reason in `outcomes` instead."""
+    batch: list[tuple[Path, bytes]] = []
+    size = 0
+    for done, path in enumerate(paths):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            outcomes[path] = "no such file" if isinstance(exc, FileNotFoundError) else f"cannot read the file: {exc.strerror or exc}"
+            continue
+        if len(data) > PREDICT_BATCH_BYTES:
+            outcomes[path] = f"too large to send: {len(data):,} bytes; at most {PREDICT_BATCH_BYTES:,}"
+            continue
+        if batch and (len(batch) == PREDICT_BATCH or size + len(data) > PREDICT_BATCH_BYTES):
+            yield done, batch
+            batch, size = [], 0
+        batch.append((path, data))
+        size += len(data)
+    yield len(paths), batch
+
+
 def predict_files(client: Client, dataset: str, version: str, paths: list[Path], top_k: int,
                   on_batch=lambda done: None) -> dict[Path, list[tuple[str, float]] | str]:
-    """Each file's top labels, or why it could not be predicted (unreadable, or refused by the server).
+    """Each file's top labels, or why it could not be predicted (unreadable, too large, or refused by the server).
 
-    A file the server refuses is taken out of its batch and the rest sent again, so one bad
-    file costs the others nothing."""
+    Files go in batches that fit one request (PREDICT_BATCH files, PREDICT_BATCH_BYTES bytes). A file
+    the server refuses is taken out of its batch and the rest sent again, so one bad file costs the
+    others nothing."""
     outcomes: dict[Path, list[tuple[str, float]] | str] = {}
-    for start in range(0, len(paths), PREDICT_BATCH):
-        pending = []
-        for path in paths[start:start + PREDICT_BATCH]:
-            try:
-                pending.append((path, path.read_bytes()))
-            except OSError as exc:
-                outcomes[path] = "no such file" if isinstance(exc, FileNotFoundError) else f"cannot read the file: {exc.strerror or exc}"
+    for done, pending in _predict_batches(paths, outcomes):
         while pending:
             try:
                 predictions = client.predict(dataset, version, [data for _, data in pending], top_k)
@@ -695,7 +758,7 @@ def predict_files(client: Client, dataset: str, version: str, paths: list[Path],
                 continue
             outcomes.update((path, prediction) for (path, _), prediction in zip(pending, predictions, strict=True))
             break
-        on_batch(min(start + PREDICT_BATCH, len(paths)))
+        on_batch(done)
     return {path: outcomes[path] for path in paths}
 
 
@@ -958,6 +1021,12 @@ def _os_error(exc: OSError) -> str:
     return f"{exc.filename}: {what}" if exc.filename else what
 
 
+def _say_notes(exc: BaseException) -> None:
+    """What a command added to an error (`add_note`): what it had done before it failed."""
+    for note in getattr(exc, "__notes__", ()):
+        display.say(escape(note))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -970,15 +1039,21 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except InvalidArgument as exc:
         display.say(f"[red]invalid argument[/]: {escape(exc.message)}")
+        _say_notes(exc)
         return EXIT_ERROR
     except FailedPrecondition as exc:
         head = _refusal(exc)
         display.say(f"[red]refused[/]{': ' + escape(head) if head else ''}{':' if exc.violations else ''}")
         for violation in exc.violations:
             console.print(f"  • {escape(violation)}")
+        _say_notes(exc)
         return EXIT_ERROR
     except TrainyardError as exc:
         display.say(f"[red]{type(exc).__name__}[/]: {escape(exc.message)}")
+        _say_notes(exc)
+        return EXIT_ERROR
+    except ConnectionSettingsError as exc:
+        display.say(f"[red]error[/]: {escape(str(exc))}")
         return EXIT_ERROR
     except OSError as exc:  # a local file: unreadable, no space left, …
         display.say(f"[red]error[/]: {escape(_os_error(exc))}")

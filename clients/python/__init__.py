@@ -11,6 +11,6 @@
 """
 
 from trainyard.sdk import types
-from trainyard.sdk.client import Client, Connection
+from trainyard.sdk.client import Client, Connection, ConnectionSettingsError
 
-__all__ = ["Client", "Connection", "types"]
+__all__ = ["Client", "Connection", "ConnectionSettingsError", "types"]

@@ -125,7 +125,34 @@ def _unreadable(exc: BaseException) -> str:
         return "no such file"
     if isinstance(exc, OSError):
         return f"cannot read the file: {exc.strerror or exc}"
-    return f"cannot read the file: {exc}"
+    return f"cannot read the file: {exc or type(exc).__name__}"
+
+
+class ConnectionSettingsError(ValueError):
+    """The local stack's stack.json cannot be used: the message names the file and what is wrong."""
+
+
+STACK_FILE_FIELDS = ("dataset", "scheduler", "api_key_file", "tls_ca", "tls_client_cert", "tls_client_key")
+
+
+def _stack_info(path: Path) -> dict[str, Any]:
+    """The local stack's stack.json ({} when there is none); ConnectionSettingsError when it is not one."""
+    if not path.exists():
+        return {}
+    try:
+        info = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ConnectionSettingsError(f"{path} is not valid JSON ({getattr(exc, 'msg', exc)}); it describes the local "
+                                      "stack: start `trainyard dev up` again, or remove the file") from None
+    except OSError as exc:
+        raise ConnectionSettingsError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    if not isinstance(info, dict):
+        raise ConnectionSettingsError(f"{path} holds a JSON {type(info).__name__}, not an object with the local stack's "
+                                      "addresses: start `trainyard dev up` again, or remove the file")
+    for name in STACK_FILE_FIELDS:
+        if info.get(name) is not None and not isinstance(info[name], str):
+            raise ConnectionSettingsError(f"{path}: {name!r} is a JSON {type(info[name]).__name__}, not a string")
+    return info
 
 
 @dataclass(frozen=True)
@@ -141,10 +168,11 @@ class Connection:
     def from_env(cls) -> Connection:
         """TRAINYARD_DATASET_ADDRESS, TRAINYARD_SCHEDULER_ADDRESS, TRAINYARD_API_KEY and the TLS
         variables (TRAINYARD_TLS_CA, TRAINYARD_TLS_CLIENT_CERT/KEY); what is unset comes from a
-        local stack started in TRAINYARD_DATA_DIR (default .trainyard), else the defaults."""
+        local stack started in TRAINYARD_DATA_DIR (default .trainyard), else the defaults.
+
+        Raises ConnectionSettingsError, naming the file, when that stack.json is not valid."""
         env = os.environ
-        stack_file = Path(env.get("TRAINYARD_DATA_DIR", ".trainyard")) / "stack.json"
-        info = json.loads(stack_file.read_text()) if stack_file.exists() else {}
+        info = _stack_info(Path(env.get("TRAINYARD_DATA_DIR", ".trainyard")) / "stack.json")
         api_key = env.get("TRAINYARD_API_KEY") or None
         if api_key is None and info.get("api_key_file") and Path(info["api_key_file"]).exists():
             api_key = Path(info["api_key_file"]).read_text().strip()
@@ -256,10 +284,14 @@ class Client:
         unreadable: dict[int, str] = {}
 
         def readable() -> Iterator[tuple[str, str, bytes]]:
+            # gRPC runs this in its request thread, where an exception ends the whole stream
+            # ("Exception iterating requests!"): any error reading one file rejects that file
+            # (OSError, a zip entry's bad CRC or corrupt deflate/bzip2/lzma data: zlib.error,
+            # EOFError, lzma.LZMAError, encryption: RuntimeError, …)
             for index, (file_name, label, read) in enumerate(files):
                 try:
                     data = read()
-                except (OSError, zipfile.BadZipFile, ValueError, RuntimeError) as exc:  # zip entries: bad CRC, encrypted
+                except Exception as exc:  # any: see above
                     unreadable[index] = _unreadable(exc)
                     continue
                 yield file_name, label, data

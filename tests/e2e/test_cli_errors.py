@@ -49,7 +49,7 @@ def test_a_manifest_with_a_missing_file_stores_the_others(cli, client, tmp_path)
     manifest = tmp_path / "m.json"
     manifest.write_text(json.dumps(records, indent=2))  # a pretty-printed JSON array
     code, out = cli("dataset", "import", str(manifest), "--dataset", "cli-err-manifest")
-    assert code == 0, out
+    assert code == 1, out  # a file was rejected
     assert "3 stored, 0 duplicates, 1 rejected" in out and "rejected d/gone.png: no such file" in out
     assert client.get_dataset("cli-err-manifest").image_count == 3
 

@@ -3,8 +3,11 @@ no partial output, tables that never cut ids, the trainer's ETA, file-by-file pr
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +15,14 @@ from rich.console import Console
 
 from trainyard.cli import display
 from trainyard.cli import main as cli
-from trainyard.errors import FailedPrecondition, InvalidArgument, NotFound
+from trainyard.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from trainyard.rpc import MAX_MESSAGE_BYTES
 from trainyard.sdk import types
 
 
@@ -26,7 +36,8 @@ class FakeClient:
         self.images: list[types.Image] = []
         self.bad_images: dict[bytes, str] = {}
         self.upload_results: list[types.UploadResult] = []
-        self.dataset_images = 0
+        self.dataset_images: int | BaseException = 0
+        self.upload_failure: tuple[int | BaseException, BaseException] | None = None
 
     def __getattr__(self, name):  # any other call is recorded and answers None
         def call(*args, **kwargs):
@@ -60,13 +71,17 @@ class FakeClient:
 
     def predict(self, dataset, version, images, top_k):
         self.calls.append(("predict", (len(images),)))
+        if sum(map(len, images)) > MAX_MESSAGE_BYTES - 2**10:  # as gRPC refuses a request over its cap
+            raise ResourceExhausted("CLIENT: Sent message larger than max")
         for index, data in enumerate(images):
             if data in self.bad_images:
                 raise InvalidArgument.field(f"images[{index}]", self.bad_images[data])
         return [[("cat", 0.9), ("dog", 0.1)] for _ in images]
 
-    def get_dataset(self, dataset):
+    def get_dataset(self, dataset, timeout=None):
         self.calls.append(("get_dataset", (dataset,)))
+        if isinstance(self.dataset_images, BaseException):
+            raise self.dataset_images
         if not self.dataset_images:
             raise NotFound(f"no dataset {dataset!r}")
         return SimpleNamespace(id="ds-1", display_name=dataset, image_count=self.dataset_images)
@@ -81,6 +96,9 @@ class FakeClient:
         summary = types.UploadSummary(results, sum(r.status == "stored" for r in results),
                                       sum(r.status == "duplicate" for r in results), sum(r.status == "rejected" for r in results))
         on_batch(summary, len(results), len(results))
+        if self.upload_failure:  # the next batch fails, or is interrupted, after the server stored what it had
+            self.dataset_images, error = self.upload_failure
+            raise error
         return [summary]
 
     def called(self, name: str) -> list[tuple]:
@@ -148,6 +166,15 @@ def test_the_free_terms_prompt_shows_its_choices_and_a_no_creates_nothing(answer
     assert fake.called("create_training_job") == []
 
 
+def test_ctrl_c_while_a_job_is_created_says_where_to_look(fake, screen, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fake, "create_training_job", interrupted, raising=False)
+    assert run("train", "--dataset", "my pets", "--accept-free-terms") == cli.EXIT_INTERRUPTED
+    assert "interrupted; the job may have been created: trainyard jobs list --dataset 'my pets' shows it" in screen.getvalue()
+
+
 # tables ----------------------------------------------------------------------------------
 def _job(i: int) -> SimpleNamespace:
     return SimpleNamespace(id=f"job-4f3a2b1c{i:02d}", dataset_id="ds-1234abcd", state="completed", stop_reason="duration_limit",
@@ -173,6 +200,19 @@ def test_tables_never_cut_the_ids_people_type(width, monkeypatch):
         assert expected in text, (expected, text)
     if width < 120:
         assert "not shown, to fit the terminal" in text  # what was left out is said
+
+
+def test_a_terminal_too_narrow_for_the_ids_folds_them_rather_than_cutting_them(monkeypatch):
+    out = io.StringIO()
+    monkeypatch.setattr(display, "console", Console(file=out, width=36))
+    display.console.print(display.job_table([_job(1), _job(2)]))
+    text = out.getvalue()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 36, text
+    body = [line.split("│")[1:-1] for line in text.splitlines() if line.startswith("│")]
+    assert all(len(cells) == 5 for cells in body), text  # no column cut off at the right edge
+    columns = ["".join(cells[k].strip() for cells in body) for k in range(5)]
+    # each key column's values whole, if folded across lines: job, dataset, version, (state), model
+    assert [columns[k] for k in (0, 1, 2, 4)] == ["job-4f3a2b1c01job-4f3a2b1c02", "ds-1234abcd" * 2, "v12" * 2, "V001" * 2], text
 
 
 def test_flavors_at_80_columns_show_whole_ids(fake, screen):
@@ -239,13 +279,27 @@ def test_an_image_prefix_must_fit_exactly_one_image(fake, screen):
     assert fake.called("set_labels") == []
 
 
-def test_dataset_images_json_gives_numbers_as_numbers(fake, capsys):
+def test_one_image_given_two_labels_is_a_usage_error(fake, screen):
+    fake.images = [_image(i) for i in IDS]
+    assert run("dataset", "label", "d", "ab12cd=cat", f"{IDS[0]}=dog") == cli.EXIT_USAGE
+    out = screen.getvalue()
+    assert "'ab12cd=cat' and" in out and f"'{IDS[0]}=dog' are the same image (ab12cd000000)" in out, out
+    assert fake.called("set_labels") == []
+    assert run("dataset", "label", "d", "ab12cd=cat", f"{IDS[0]}=cat", "ab12ce=dog") == 0  # the same label twice is fine
+    assert fake.called("set_labels") == [("d", {IDS[0]: "cat", IDS[1]: "dog"})]
+
+
+def test_dataset_images_json_gives_numbers_as_numbers_and_times_as_before(fake, capsys):
+    import dataclasses
     import json
 
-    fake.images = [_image(IDS[0])]
+    fake.images = [dataclasses.replace(_image(IDS[0]), create_time=datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=UTC)),
+                   _image(IDS[1])]
     assert run("dataset", "images", "d", "--json") == 0
-    (listed,) = json.loads(capsys.readouterr().out)
-    assert listed["size_bytes"] == 118 and listed["width"] == 8 and listed["id"] == IDS[0]
+    listed = json.loads(capsys.readouterr().out)
+    assert listed[0]["size_bytes"] == 118 and listed[0]["width"] == 8 and listed[0]["id"] == IDS[0]
+    assert listed[0]["create_time"] == "2026-01-02T03:04:05.120Z"  # proto JSON's form, as before it was typed
+    assert listed[1]["create_time"] is None
 
 
 def test_diff_json_gives_counts_as_numbers():
@@ -271,6 +325,21 @@ def test_predict_names_each_bad_file_and_predicts_the_others(fake, screen, tmp_p
     assert f"{folder / 'd.png'}: not an image" in out
     assert "images[" not in out
     assert fake.called("predict") == [(4,), (3,), (2,)]  # each refusal takes out one file, the rest go again
+
+
+def test_predict_batches_fit_a_message_and_a_file_too_large_is_named(fake, screen, tmp_path):
+    photos = []
+    for i in range(12):  # ordinary photos: 12 of 2.3 MB are over the 16 MiB a request may have
+        photos.append(tmp_path / f"p{i:02d}.jpg")
+        photos[-1].write_bytes(bytes([i]) * 2_300_000)
+    huge = tmp_path / "huge.jpg"
+    huge.write_bytes(b"h" * 17_000_000)
+    assert run("models", "predict", "d", "V001", str(tmp_path)) == cli.EXIT_ERROR
+    out = screen.getvalue()
+    assert f"{huge}: too large to send: 17,000,000 bytes; at most 15,728,640" in out, out
+    assert "1 file could not be predicted" in out and "ResourceExhausted" not in out
+    assert fake.called("predict") == [(6,), (6,)]  # 6 × 2.3 MB fit in 15 MiB, 7 do not
+    assert all(p.name in out for p in photos)
 
 
 def test_predict_of_a_missing_file_is_a_usage_error(fake, screen):
@@ -336,6 +405,34 @@ def test_models_export_into_an_existing_folder_replaces_its_files(fake, screen, 
     assert run("models", "export", "d", "V001", "-o", str(out)) == 0
     assert (out / "a.bin").read_bytes() == fake.artifacts["a.bin"] and (out / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def _one_file_system(mount: Path):
+    """os.replace as if `mount` were a mount point: a rename into or out of it fails."""
+    real = os.replace
+
+    def replace(src, dst):
+        if (mount in Path(src).parents) != (mount == Path(dst) or mount in Path(dst).parents):
+            raise OSError(errno.EXDEV, "Invalid cross-device link", str(src), None, str(dst))
+        real(src, dst)
+
+    return replace
+
+
+def test_models_export_into_a_folder_that_is_a_mount_point(fake, screen, tmp_path, monkeypatch):
+    monkeypatch.setattr("trainyard.artifacts.ARTIFACTS", ("a.bin", "b.bin", "c.bin"))
+    out = tmp_path / "mnt"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    monkeypatch.setattr(os, "replace", _one_file_system(out))
+    assert run("models", "export", "d", "V001", "-o", str(out)) == 0, screen.getvalue()
+    assert sorted(p.name for p in out.iterdir()) == ["a.bin", "b.bin", "c.bin", "keep.txt"]
+    assert (out / "c.bin").read_bytes() == fake.artifacts["c.bin"] and sorted(p.name for p in tmp_path.iterdir()) == ["mnt"]
+    fake.fail_download_at = ("b.bin", KeyboardInterrupt())  # interrupted: the folder is left as it was
+    fake.artifacts["a.bin"] = b"new"
+    assert run("models", "export", "d", "V001", "-o", str(out)) == cli.EXIT_INTERRUPTED
+    assert sorted(p.name for p in out.iterdir()) == ["a.bin", "b.bin", "c.bin", "keep.txt"]
+    assert (out / "a.bin").read_bytes() != b"new"
 
 
 def test_models_report_is_named_after_what_was_typed(fake, screen, tmp_path, monkeypatch):
@@ -418,10 +515,56 @@ def test_import_summary_counts_skipped_files_and_relabeled_duplicates(fake, scre
                            types.UploadResult("cat/b.png", "duplicate", "2" * 64, "", "cat"),  # same label
                            types.UploadResult("cat/c.png", "stored", "3" * 64, "", "cat"),
                            types.UploadResult("cat/d.png", "rejected", "", "no such file", "cat")]
-    assert run("dataset", "import", str(tmp_path), "--dataset", "pets") == 0
+    assert run("dataset", "import", str(tmp_path), "--dataset", "pets") == cli.EXIT_ERROR  # a file was rejected
     out = screen.getvalue()
     assert "1 stored, 2 duplicates, 1 rejected" in out
     assert "1 duplicate relabeled: the label from the folder name replaced the one it had" in out
     assert "skipped 1 file that is not an image (.txt ×1)" in out
     assert "rejected cat/d.png: no such file" in out
     assert fake.called("create_dataset") == []
+
+
+def test_an_import_with_a_rejected_file_exits_1(fake, screen, tmp_path):
+    (tmp_path / "a.png").write_bytes(b"a")
+    fake.upload_results = [types.UploadResult("a.png", "rejected", "", "not an image", "")]
+    assert run("dataset", "import", str(tmp_path), "--dataset", "pets") == cli.EXIT_ERROR
+    assert "0 stored, 0 duplicates, 1 rejected" in screen.getvalue()
+    fake.upload_results = [types.UploadResult("a.png", "stored", "1" * 64, "", "")]
+    assert run("dataset", "import", str(tmp_path), "--dataset", "pets") == cli.EXIT_OK
+
+
+@pytest.mark.parametrize(("error", "code", "first"), [
+    (KeyboardInterrupt(), cli.EXIT_INTERRUPTED, "interrupted: "),
+    (Unavailable("the dataset service is unavailable"), cli.EXIT_ERROR, "Unavailable: the dataset service is unavailable\n"),
+])
+def test_an_import_that_ends_early_says_what_the_dataset_kept(error, code, first, fake, screen, tmp_path):
+    (tmp_path / "a.png").write_bytes(b"a")
+    fake.dataset_images = 3
+    fake.upload_results = [types.UploadResult("a.png", "stored", "1" * 64, "", "")]
+    fake.upload_failure = (9, error)  # the server stored the batch in flight too
+    assert run("dataset", "import", str(tmp_path), "--dataset", "pets") == code
+    out = screen.getvalue()
+    assert (f"{first}the dataset has 9 images now, 6 more than before this import: they are kept, "
+            "and importing again reports them as duplicates") in out, out
+
+
+def test_an_import_that_ends_early_says_what_it_knows_when_the_service_is_gone(fake, screen, tmp_path):
+    (tmp_path / "a.png").write_bytes(b"a")
+    fake.dataset_images = 3
+    fake.upload_results = [types.UploadResult("a.png", "stored", "1" * 64, "", "")]
+    fake.upload_failure = (Unavailable("down"), Unavailable("the dataset service is unavailable"))
+    assert run("dataset", "import", str(tmp_path), "--dataset", "pets") == cli.EXIT_ERROR
+    assert ("1 file stored before, and kept (the batch being sent may have been stored too); importing again "
+            "reports them as duplicates") in screen.getvalue()
+
+
+@pytest.mark.parametrize(("text", "problem"), [("{oops", "is not valid JSON"), ("[]", "holds a JSON list, not an object"),
+                                               ('{"dataset": 5}', "'dataset' is a JSON int, not a string")])
+def test_a_bad_stack_file_is_a_message_naming_it(text, problem, screen, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINYARD_DATA_DIR", str(tmp_path))
+    for name in ("TRAINYARD_DATASET_ADDRESS", "TRAINYARD_SCHEDULER_ADDRESS", "TRAINYARD_API_KEY", "TRAINYARD_TLS_CA"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "stack.json").write_text(text)
+    assert run("dataset", "list") == cli.EXIT_ERROR
+    out = screen.getvalue()
+    assert f"error: {tmp_path / 'stack.json'}" in out and problem in out and "Traceback" not in out, out

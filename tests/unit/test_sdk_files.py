@@ -4,12 +4,13 @@ that cannot be read is rejected by itself instead of failing the stream."""
 from __future__ import annotations
 
 import json
+import lzma
 import zipfile
 
 import pytest
 
 from trainyard.errors import InvalidArgument
-from trainyard.sdk import Client, types
+from trainyard.sdk import Client, Connection, ConnectionSettingsError, types
 from trainyard.sdk.client import ManifestError, image_files, read_manifest
 
 
@@ -138,3 +139,55 @@ def test_a_json_array_manifest_with_bucket_sources_is_sent_in_batches_of_lines(c
     summaries = client.import_manifest("ds", manifest, batch=3)
     assert sent == [3, 3, 1]
     assert [r.label for s in summaries for r in s.results] == ["label-s"] * 7
+
+
+def test_a_zip_entry_with_corrupt_data_is_rejected_by_itself(client, tmp_path):
+    archive = tmp_path / "x.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in ("cat/a.png", "cat/b.png", "cat/c.png"):
+            z.writestr(name, name.encode() * 100)
+    with zipfile.ZipFile(archive) as z:
+        entry = z.getinfo("cat/b.png")
+    data = bytearray(archive.read_bytes())
+    start = entry.header_offset + 30 + len(entry.filename.encode()) + len(entry.extra)
+    data[start:start + 8] = b"\xff" * 8  # not deflate data: reading it raises zlib.error
+    archive.write_bytes(bytes(data))
+    (summary,) = client.upload_zip("ds", archive)
+    assert [(r.file_name, r.status) for r in summary.results] == [
+        ("cat/a.png", "stored"), ("cat/b.png", "rejected"), ("cat/c.png", "stored")]
+    assert summary.results[1].reason.startswith("cannot read the file: Error -3 while decompressing data")
+    assert summary.rejected == 1
+
+
+@pytest.mark.parametrize("error", [EOFError("Compressed file ended before the end-of-stream marker was reached"),
+                                   lzma.LZMAError("Corrupt input data"), KeyError("no such entry")])
+def test_any_error_reading_a_file_rejects_that_file_alone(client, error):
+    def broken():
+        raise error
+
+    summary = client.upload_files("ds", [("a.png", "", lambda: b"A"), ("b.png", "", broken), ("c.png", "", lambda: b"C")])
+    assert [r.status for r in summary.results] == ["stored", "rejected", "stored"]
+    assert summary.results[1].reason.startswith("cannot read the file: ")
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("{oops", "is not valid JSON"), ("", "is not valid JSON"), ("[]", "holds a JSON list, not an object"),
+    (b"\xff\xfe", "is not valid JSON"), ('{"scheduler": ["a"]}', "'scheduler' is a JSON list, not a string"),
+])
+def test_a_bad_stack_file_raises_an_error_naming_it(tmp_path, monkeypatch, text, problem):
+    monkeypatch.setenv("TRAINYARD_DATA_DIR", str(tmp_path))
+    stack_file = tmp_path / "stack.json"
+    stack_file.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConnectionSettingsError) as exc:
+        Connection.from_env()
+    assert str(stack_file) in str(exc.value) and problem in str(exc.value)
+
+
+def test_a_good_stack_file_gives_the_connection(tmp_path, monkeypatch):
+    for name in ("TRAINYARD_DATASET_ADDRESS", "TRAINYARD_SCHEDULER_ADDRESS", "TRAINYARD_API_KEY", "TRAINYARD_TLS_CA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRAINYARD_DATA_DIR", str(tmp_path))
+    (tmp_path / "key").write_text("tyk_x\n")
+    (tmp_path / "stack.json").write_text(json.dumps({"dataset": "127.0.0.1:1", "scheduler": "127.0.0.1:2",
+                                                     "api_key_file": str(tmp_path / "key"), "pid": 7}))
+    assert Connection.from_env() == Connection("127.0.0.1:1", "127.0.0.1:2", "tyk_x", None)
