@@ -51,6 +51,8 @@ log = structlog.get_logger(__name__)
 DEFAULT_MAX_DURATION_MINUTES = 60
 MIN_DURATION_MINUTES, MAX_DURATION_MINUTES = 6, 6000
 PREFERENCES = ("PERFORMANCE_FIRST", "BALANCE", "ACCURACY_FIRST")
+# The architecture each preference's preset trains (services/trainer/presets.py; a test keeps them equal)
+PRESET_OF_ARCHITECTURE = {"mobilenet_v3_small": "PERFORMANCE_FIRST", "resnet18": "BALANCE", "resnet50": "ACCURACY_FIRST"}
 DATASET_CHECK_TIMEOUT = 3.0  # seconds for the dataset service to say whether one queued job's dataset exists
 DATASET_CHECKS_SECONDS = 10.0  # at most this long asking, per pass; the datasets not reached are checked next time
 BEGINNING_OF_TIME = float(timeconv.MIN_TIMESTAMP_SECONDS)  # GetUsage's start when left out: 0001-01-01
@@ -287,7 +289,10 @@ class SchedulerService:
         """The preference an incremental job trains with: its parent's, which chose the architecture
         the weights belong to (S6). Left out, it is the parent's; another one is refused, since its
         model is not the parent's. "" for a parent that recorded none."""
-        trained = parent.get("parameters", {}).get("preference", "").removeprefix("TRAINING_PREFERENCE_")
+        # the architecture says which preset trained it; the recorded preference may not (earlier
+        # releases recorded the child's requested one)
+        trained = PRESET_OF_ARCHITECTURE.get(parent.get("architecture", "")) or (
+            parent.get("parameters", {}).get("preference", "").removeprefix("TRAINING_PREFERENCE_"))
         if not trained or trained == "UNSPECIFIED":
             return ""
         if requested and requested != trained:

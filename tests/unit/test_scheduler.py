@@ -13,7 +13,13 @@ from trainyard.services.dataset.rules import parse_train_ratio
 from trainyard.services.scheduler import service as scheduler_service
 from trainyard.services.scheduler.flavors import FlavorCatalog
 from trainyard.services.scheduler.ports import TrainerUpdate, TrainingSpec, VersionInfo
-from trainyard.services.scheduler.service import JobRequest, SchedulerService, SchedulerSettings
+from trainyard.services.scheduler.service import (
+    PREFERENCES,
+    PRESET_OF_ARCHITECTURE,
+    JobRequest,
+    SchedulerService,
+    SchedulerSettings,
+)
 from trainyard.services.scheduler.store import SchedulerStore
 
 T = "acme"  # the tenant most tests act as
@@ -42,6 +48,9 @@ class FakeDatasets:
         return VersionInfo(dataset_id, name, "0.8" if train_ratio is None else train_ratio, f"datasets/{dataset_id}/versions/{name}/manifest.jsonl")
 
 
+ARCHITECTURE = {preference: arch for arch, preference in PRESET_OF_ARCHITECTURE.items()}  # as the presets
+
+
 class FakeTrainer:
     """Reports progress every 50 ms; finishes after `steps` unless told to stop (or `obey_stop` is off)."""
 
@@ -64,7 +73,7 @@ class FakeTrainer:
         reason = self.stops.get(spec.job_id, "CONVERGED")
         yield TrainerUpdate(sequence + 1, time.time(), "outcome", {
             "stopReason": "STOP_REASON_" + reason, "artifactPrefix": spec.artifact_prefix,
-            "evaluation": {"accuracy": 0.9}, "architecture": "resnet18", "epochsRun": 1, "bestEpoch": 1,
+            "evaluation": {"accuracy": 0.9}, "architecture": ARCHITECTURE[spec.preference], "epochsRun": 1, "bestEpoch": 1,
         })
 
     def stop(self, address, job_id, reason):
@@ -651,7 +660,7 @@ def test_incremental_training_continues_with_its_parents_preference(tmp_path):
         service.create_job(T, JobRequest(dataset_id="ds-1", incremental_model_version="V001",
                                          preference="PERFORMANCE_FIRST", **FREE))
     assert refused.value.message == (
-        "preference: model version V001 was trained with accuracy_first (resnet18), and incremental training "
+        "preference: model version V001 was trained with accuracy_first (resnet50), and incremental training "
         "keeps its architecture; leave preference out (or choose accuracy_first) to continue it, or train "
         "from scratch with performance_first")
     assert datasets.published == published  # refused before any version was published
@@ -681,3 +690,25 @@ def test_a_request_id_sent_again_with_a_bad_version_name_names_that_field(tmp_pa
         service.create_job(T, JobRequest(dataset_id="ds-1", request_id="r-1", new_version_name="bad name", **FREE))
     assert exc.value.violations[0].field == "new_version_name"
     assert len(datasets.published) == 1
+
+
+def test_the_scheduler_knows_the_architecture_of_every_preset():
+    from trainyard.services.trainer.presets import get_preset
+
+    assert {get_preset(p.lower()).arch: p for p in PREFERENCES} == PRESET_OF_ARCHITECTURE
+
+
+def test_an_incremental_job_takes_the_preference_of_its_parents_architecture(tmp_path):
+    """A parent an earlier release recorded under another preference than its model's."""
+    import json as json_module
+
+    service, _, _ = make(tmp_path)
+    add_trainer(service)
+    parent = service.create_job(T, JobRequest(dataset_id="ds-1", preference="PERFORMANCE_FIRST", **FREE))
+    wait_for(lambda: service.get_job(T, parent.id).final)
+    with service.store.transaction() as tx:  # recorded as performance_first, but a ResNet-18: balance's model
+        body = service.store.model_version("ds-1", "V001")
+        body["architecture"] = "resnet18"
+        tx.execute("UPDATE model_versions SET body = ? WHERE version = 'V001'", (json_module.dumps(body),))
+    child = service.create_job(T, JobRequest(dataset_id="ds-1", incremental_model_version="V001", **FREE))
+    assert child.params["preference"] == "BALANCE"
