@@ -605,11 +605,11 @@ class SchedulerService:
         planned = self._plan_dispatch()
         if not planned:
             return
-        exists = self._dataset_exists({(job.tenant, job.dataset_id) for job, _ in planned})
+        exists = self._dataset_exists({(job.tenant, job.dataset_id) for job, _, _ in planned})
         started: list[str] = []
         with self.store.transaction() as tx:
             now = self.clock()
-            for planned_job, trainer in planned:
+            for planned_job, trainer, place in planned:
                 job = self.store.get_job(planned_job.id, tx)
                 if job is None or job.state != "QUEUED":  # cancelled meanwhile
                     continue
@@ -617,12 +617,12 @@ class SchedulerService:
                 if answer is False:
                     self._fail_deleted_tx(tx, job, now)
                     continue
-                if answer is None:
+                if answer is None:  # held back: it keeps its place at the head of the queue
                     wait = f"waiting for the dataset service to confirm that dataset {job.dataset_id} still exists"
-                    if wait != job.wait_reason:
-                        self.store.update_job(tx, job.id, wait_reason=wait)
+                    if wait != job.wait_reason or place != job.queue_position:
+                        self.store.update_job(tx, job.id, queue_position=place, wait_reason=wait)
                         self.store.append_event(tx, job.id, now, {"queuePosition": {
-                            "position": job.queue_position, "jobsAhead": max(0, job.queue_position - 1), "waitReason": wait}})
+                            "position": place, "jobsAhead": place - 1, "waitReason": wait}})
                     continue
                 self.store.update_job(tx, job.id, state="STARTING", trainer_id=trainer.id, start_time=now,
                                       queue_position=0, wait_reason="")
@@ -634,12 +634,14 @@ class SchedulerService:
             log.info("job.dispatched", job_id=job_id)
             self._start_runner(job_id, attach=False)
 
-    def _plan_dispatch(self) -> list[tuple[Job, Trainer]]:
-        """The queued jobs that have a slot and quota now, each with its trainer; refreshes queue positions.
+    def _plan_dispatch(self) -> list[tuple[Job, Trainer, int]]:
+        """The queued jobs that have a slot and quota now, each with its trainer and its place in its
+        flavor's queue; refreshes the queue positions of the others (a planned job counts ahead of
+        them until it starts).
 
         Only the dispatcher thread starts jobs, so the slots planned here stay free until they are taken.
         """
-        planned: list[tuple[Job, Trainer]] = []
+        planned: list[tuple[Job, Trainer, int]] = []
         with self.store.transaction() as tx:
             queued = self.store.jobs_in_states(("QUEUED",), tx)
             if not queued:
@@ -662,13 +664,15 @@ class SchedulerService:
                 elif not free:
                     wait = f"waiting for a free slot on {flavor.display_name}"
                 else:
+                    wait = ""
+                position[job.flavor_id] = position.get(job.flavor_id, 0) + 1
+                place = position[job.flavor_id]
+                if not wait:
                     trainer = free[0]
                     used[trainer.id] += 1
                     active.append(job)  # counts against its tenant's quota for the jobs after it
-                    planned.append((job, trainer))
+                    planned.append((job, trainer, place))
                     continue
-                position[job.flavor_id] = position.get(job.flavor_id, 0) + 1
-                place = position[job.flavor_id]
                 if place != job.queue_position or wait != job.wait_reason:
                     self.store.update_job(tx, job.id, queue_position=place, wait_reason=wait)
                     self.store.append_event(tx, job.id, now, {"queuePosition": {

@@ -712,3 +712,27 @@ def test_an_incremental_job_takes_the_preference_of_its_parents_architecture(tmp
         tx.execute("UPDATE model_versions SET body = ? WHERE version = 'V001'", (json_module.dumps(body),))
     child = service.create_job(T, JobRequest(dataset_id="ds-1", incremental_model_version="V001", **FREE))
     assert child.params["preference"] == "BALANCE"
+
+
+def test_a_job_held_back_while_the_dataset_service_is_down_keeps_the_head_of_the_queue(tmp_path):
+    """The first job has a slot but waits for the dataset service to confirm its dataset: it is
+    place 1, the job behind it place 2 (both were shown place 1)."""
+    from trainyard.errors import Unavailable
+
+    service, datasets, _ = make(tmp_path, FakeTrainer(steps=0))
+    first = service.create_job(T, JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1"))
+    second = service.create_job(T, JobRequest(dataset_id="ds-1", flavor_id="compute-gpu-1"))
+    resolve = datasets.resolve_dataset
+
+    def down(tenant, id_or_name, timeout=30.0):
+        raise Unavailable("the dataset service cannot be reached")
+
+    datasets.resolve_dataset = down
+    add_trainer(service, slots=1)
+    held = wait_for(lambda: (j := service.get_job(T, first.id)).wait_reason.startswith("waiting for the dataset") and j)
+    behind = wait_for(lambda: (j := service.get_job(T, second.id)).wait_reason and j)
+    assert (held.state, held.queue_position) == ("QUEUED", 1)
+    assert (behind.queue_position, behind.wait_reason) == (2, "waiting for a free slot on Compute-intensive 1 instance (GPU)")
+    datasets.resolve_dataset = resolve
+    wait_for(lambda: service.get_job(T, first.id).state in ("STARTING", "RUNNING"))
+    wait_for(lambda: service.get_job(T, second.id).queue_position == 1)
