@@ -130,6 +130,18 @@ def check_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         _within_pixels(image, max_pixels)
 
 
+def decode_pixels(data: bytes) -> int:
+    """About how many pixels validating the data decodes (inspect_image: JPEG at 1/8 scale), read
+    from the header; 0 when the header cannot be read (validation then says why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
+            width, height = image.size
+            scale = 8 if image.format == "JPEG" else 1
+    except Exception:  # noqa: BLE001 - any unreadable header: inspect_image names the problem
+        return 0
+    return max(1, width // scale) * max(1, height // scale)
+
+
 def _within_pixels(image: Image.Image, max_pixels: int) -> tuple[int, int]:
     """The image's (width, height); InvalidImage if it has more than ``max_pixels`` pixels."""
     width, height = image.size

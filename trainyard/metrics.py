@@ -155,6 +155,9 @@ class _SafeCollector:
         raise NotImplementedError
 
 
+JOB_STATES = ("QUEUED", "STARTING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+
+
 class SchedulerCollector(_SafeCollector):
     """Jobs, queues and trainer capacity, read from the scheduler's store at scrape time."""
 
@@ -170,12 +173,20 @@ class SchedulerCollector(_SafeCollector):
         # One grouped count rather than loading every job row: final jobs only accumulate.
         jobs = GaugeMetricFamily("trainyard_scheduler_jobs", "Training jobs by state and flavor.",
                                  labels=("state", "flavor"))
-        queued: Counter[str] = Counter({f: 0 for f in flavors})
+        counts = {(state, flavor): 0 for state in JOB_STATES for flavor in flavors}  # 0 until the first
         for state, flavor, n in store.count_jobs():
+            counts[(state, flavor)] = n
+        for (state, flavor), n in sorted(counts.items()):
             jobs.add_metric((state.lower(), flavor), n)
-            if state == "QUEUED":
-                queued[flavor] = n
+        queued = {flavor: counts.get(("QUEUED", flavor), 0) for flavor in flavors}
         yield jobs
+
+        ended = CounterMetricFamily("trainyard_scheduler_jobs_ended",
+                                    "Training jobs ended, by flavor, final state and stop reason (from the job records: "
+                                    "it survives restarts).", labels=("flavor", "state", "stop_reason"))
+        for flavor, state, reason, n in sorted(store.count_ended_jobs()):
+            ended.add_metric((flavor, state.lower(), reason.lower()), n)
+        yield ended
 
         length = GaugeMetricFamily("trainyard_scheduler_queue_length", "Jobs waiting in a flavor's queue.",
                                    labels=("flavor",))
@@ -238,11 +249,7 @@ class TrainerCollector(_SafeCollector):
             "Training throughput: images/s of the latest progress report of each running job, summed.",
             value=throughput,
         )
-        finished: Counter[str] = Counter()
-        for job in jobs:
-            if job.done:
-                outcome = _latest(job, "outcome") or {}
-                finished[str(outcome.get("stopReason", "STOP_REASON_UNSPECIFIED")).removeprefix("STOP_REASON_").lower()] += 1
+        finished = {reason.removeprefix("STOP_REASON_").lower(): n for reason, n in runtime.finished_jobs().items()}
         done = CounterMetricFamily("trainyard_trainer_jobs_finished",
                                    "Jobs finished on this trainer since it started, by stop reason.",
                                    labels=("stop_reason",))

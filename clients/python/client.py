@@ -505,8 +505,12 @@ class Client:
         return job.final and sequence >= job.last_sequence
 
     def wait(self, job_id: str) -> types.TrainingJob:
-        """Block until the job ends; returns it."""
-        for _ in self.watch(job_id):
+        """Block until the job ends; returns it. A job that has ended is returned at once (the
+        events of jobs that ended long ago are pruned: watching them from the start would fail)."""
+        job = self.get_job(job_id)
+        if job.final:
+            return job
+        for _ in self.watch(job_id, job.last_sequence):
             pass
         return self.get_job(job_id)
 

@@ -34,6 +34,8 @@ class DatasetConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DatasetConfig:
         env = os.environ if env is None else env
+        if env_int(env, "TRAINYARD_DATASET_DECODE_PIXELS", Limits.decode_pixels) < 1:
+            raise SystemExit("TRAINYARD_DATASET_DECODE_PIXELS must be at least 1 (pixels validated at once)")
         return cls(
             listen=env_str(env, "TRAINYARD_DATASET_LISTEN", "127.0.0.1:50051"),
             data_dir=Path(env_str(env, "TRAINYARD_DATA_DIR", ".trainyard")) / "dataset",
@@ -43,6 +45,7 @@ class DatasetConfig:
                 max_image_pixels=env_int(env, "TRAINYARD_MAX_IMAGE_PIXELS", Limits.max_image_pixels),
                 max_tenant_bytes=env_int(env, "TRAINYARD_TENANT_MAX_BYTES", Limits.max_tenant_bytes),
                 max_dataset_images=env_int(env, "TRAINYARD_DATASET_MAX_IMAGES", Limits.max_dataset_images),
+                decode_pixels=env_int(env, "TRAINYARD_DATASET_DECODE_PIXELS", Limits.decode_pixels),
             ),
             security=SecurityConfig.from_env(env),
             deleted_retention_hours=env_float(env, "TRAINYARD_DELETED_RETENTION_HOURS", 168.0),

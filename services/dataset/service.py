@@ -61,6 +61,7 @@ class Limits:
     max_image_pixels: int = 89_478_485  # TRAINYARD_MAX_IMAGE_PIXELS: one decoded image
     max_tenant_bytes: int = 50 * 2**30  # TRAINYARD_TENANT_MAX_BYTES: image bytes of a tenant's live datasets
     max_dataset_images: int = 1_000_000  # TRAINYARD_DATASET_MAX_IMAGES: images of one dataset
+    decode_pixels: int = 400_000_000  # TRAINYARD_DATASET_DECODE_PIXELS: pixels being validated at once, all streams
 
     def image_too_big(self, size: int) -> str:
         """Why a file of `size` bytes, over max_image_bytes, is rejected."""
@@ -102,6 +103,31 @@ class VersionDiff:
     relabeled: list[tuple[str, str, str]]  # (image_id, base label, target label)
     class_changes: list[tuple[str, int, int]]  # (label, base count, target count)
 
+
+
+class PixelBudget:
+    """The pixels being decoded at once, over every upload and import: a file waits until its
+    pixels fit (one larger than the whole budget, until nothing else is decoding), so many
+    concurrent streams of huge images cannot take the service's memory (about 3 bytes a pixel)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        pixels = min(pixels, self.limit)
+        with self._changed:
+            while self.used and self.used + pixels > self.limit:
+                self._changed.wait()
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.used -= pixels
+                self._changed.notify_all()
 
 MAX_LABEL_ASSIGNMENTS = 10_000
 MAX_MANIFEST_BYTES = 8 * 2**20  # a manifest, inline or an object in the bucket
@@ -299,6 +325,7 @@ class DatasetService:
         self.store = store
         self.objects = objects
         self.limits = limits
+        self._decoding = PixelBudget(limits.decode_pixels)
         self.clock = clock
         self._publish_lock = threading.Lock()
         self._writers = _Writers()
@@ -433,7 +460,9 @@ class DatasetService:
         if len(data) > self.limits.max_image_bytes:
             return UploadOutcome(name, "rejected", reason=self.limits.image_too_big(len(data)))
         try:
-            info = images.inspect_image(data, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels)
+            with self._decoding.hold(images.decode_pixels(data)):  # bounded memory across all uploads
+                info = images.inspect_image(data, max_bytes=self.limits.max_image_bytes,
+                                            max_pixels=self.limits.max_image_pixels)
         except images.InvalidImage as exc:
             return UploadOutcome(name, "rejected", reason=self.limits.rejection(exc))
         image_id = hashlib.sha256(data).hexdigest()

@@ -196,6 +196,14 @@ class SchedulerStore:
         rows = self.db.query("SELECT state, flavor_id, COUNT(*) AS n FROM jobs GROUP BY state, flavor_id")
         return [(r["state"], r["flavor_id"], r["n"]) for r in rows]
 
+    def count_ended_jobs(self) -> list[tuple[str, str, str, int]]:
+        """(flavor, state, stop reason, jobs) of the ended jobs. Job rows are never deleted, so each
+        count only grows: a counter that survives restarts."""
+        rows = self.db.query(
+            "SELECT flavor_id, state, stop_reason, COUNT(*) AS n FROM jobs WHERE state IN (?, ?, ?) "
+            "GROUP BY flavor_id, state, stop_reason", FINAL_STATES)
+        return [(r["flavor_id"], r["state"], r["stop_reason"] or "UNSPECIFIED", r["n"]) for r in rows]
+
     def job_by_request(self, tenant: str, request_id: str) -> Job | None:
         row = self.db.query_one("SELECT * FROM jobs WHERE tenant = ? AND request_id = ?", (tenant, request_id))
         return _job(row) if row else None

@@ -130,6 +130,7 @@ class JobRun:
     changed: threading.Condition = field(default_factory=threading.Condition)
     stop_reason: str | None = None
     done: bool = False
+    on_outcome: Callable[[dict[str, Any]], None] = lambda body: None  # told once, when the job ends
 
     def emit(self, kind: str, body: dict[str, Any]) -> None:
         with self.changed:
@@ -137,6 +138,8 @@ class JobRun:
             if kind == "outcome":
                 self.done = True
             self.changed.notify_all()
+        if kind == "outcome":
+            self.on_outcome(body)
 
 
 class TrainerRuntime:
@@ -151,6 +154,8 @@ class TrainerRuntime:
         # Processes per job: one per GPU (DDP) on a multi-GPU trainer, else 1 (in this process).
         self.ddp_processes = ddp_processes
         self._jobs: dict[str, JobRun] = {}
+        self._finished: Counter[str] = Counter()  # jobs ended, by stop reason (for metrics)
+        self._finished_lock = threading.Lock()
         self._lock = threading.Lock()
         self._batch_window = batch_window_seconds
         self._models: ModelCache[ServedModel] = ModelCache(self._load_served, model_cache_size, ServedModel.close)
@@ -181,7 +186,7 @@ class TrainerRuntime:
                 running = sum(1 for j in self._jobs.values() if not j.done)
                 if running >= self.slots:
                     raise ResourceExhausted(f"all {self.slots} training slot(s) of this trainer are busy")
-                job = JobRun(spec)
+                job = JobRun(spec, on_outcome=self.count_finished)
                 self._forget_old_jobs()
                 self._jobs[spec.job_id] = job
                 threading.Thread(target=self._train, args=(job,), name=f"train-{spec.job_id}", daemon=True).start()
@@ -295,6 +300,17 @@ class TrainerRuntime:
             bound.exception("training.failed")
             job.emit("outcome", {"stopReason": "STOP_REASON_ERROR", "errorMessage": f"{type(exc).__name__}: {exc}",
                                  "trainingTime": f"{time.time() - started:.3f}s"})
+
+    def count_finished(self, outcome: dict[str, Any]) -> None:
+        """Count a job that ended (JobRun.on_outcome)."""
+        with self._finished_lock:
+            self._finished[str(outcome.get("stopReason", "STOP_REASON_UNSPECIFIED"))] += 1
+
+    def finished_jobs(self) -> Counter[str]:
+        """Jobs ended since this process started, by stop reason ("STOP_REASON_…"): a true count,
+        unlike jobs(), which keeps only the most recent ended ones."""
+        with self._finished_lock:
+            return Counter(self._finished)
 
     # serving ---------------------------------------------------------------------
     def predict(self, artifact_prefix: str, images: list[bytes], top_k: int) -> list[list[tuple[str, float]]]:

@@ -51,6 +51,12 @@ class TrainerConfig:
         env = os.environ if env is None else env
         listen = env_str(env, "TRAINYARD_TRAINER_LISTEN", "127.0.0.1:50053")
         slots = env_int(env, "TRAINYARD_TRAINER_SLOTS", 1)
+        if slots < 1:
+            raise SystemExit(f"TRAINYARD_TRAINER_SLOTS={slots}: a trainer runs at least 1 job at a time")
+        flavors = tuple(f.strip() for f in env_str(env, "TRAINYARD_TRAINER_FLAVORS", "free-gpu,compute-gpu-1").split(",")
+                        if f.strip())
+        if not flavors:
+            raise SystemExit("TRAINYARD_TRAINER_FLAVORS is empty: name the flavors this trainer serves, comma-separated")
         device = env.get("TRAINYARD_TRAINER_DEVICE") or None
         model_cache_size = env_int(env, "TRAINYARD_TRAINER_MODEL_CACHE", MODEL_CACHE_SIZE)
         if model_cache_size < 1:
@@ -60,7 +66,7 @@ class TrainerConfig:
             advertise=env_str(env, "TRAINYARD_TRAINER_ADVERTISE", listen),
             trainer_id=env_str(env, "TRAINYARD_TRAINER_ID", socket.gethostname()),
             scheduler_address=env.get("TRAINYARD_SCHEDULER_ADDRESS", ""),
-            flavors=tuple(env_str(env, "TRAINYARD_TRAINER_FLAVORS", "free-gpu,compute-gpu-1").split(",")),
+            flavors=flavors,
             slots=slots,
             device=device,
             heartbeat_seconds=env_float(env, "TRAINYARD_HEARTBEAT_SECONDS", 5.0),

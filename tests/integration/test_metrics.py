@@ -136,7 +136,8 @@ def test_metrics_follow_rpcs_jobs_and_trainers(stack, security):
     spec = JobSpec(job_id="job-metrics", dataset_id=dataset.id, dataset_version="v1", manifest_key="m",
                    preference="balance", seed=0, deadline=time.time() + 60, deadline_reason="DURATION_LIMIT",
                    init_artifact_prefix="", artifact_prefix="a/", max_epochs=1)
-    running, finished = JobRun(spec), JobRun(spec)
+    counted = stack["runtime"].count_finished  # what the runtime gives the jobs it starts
+    running, finished = JobRun(spec, on_outcome=counted), JobRun(spec, on_outcome=counted)
     running.emit("progress", {"epoch": 1, "imagesPerSecond": 120.0})
     running.emit("progress", {"epoch": 2, "imagesPerSecond": 150.5})
     finished.emit("outcome", {"stopReason": "STOP_REASON_CONVERGED"})
@@ -185,9 +186,16 @@ def test_metrics_follow_rpcs_jobs_and_trainers(stack, security):
     later = scrape(stack["endpoint"])
     assert value(later, "trainyard_scheduler_queue_length", flavor="compute-gpu-1") == 0
     assert value(later, "trainyard_scheduler_jobs", state="cancelled", flavor="compute-gpu-1") == 1
+    assert 'trainyard_scheduler_jobs{flavor="free-gpu",state="failed"} 0.0' in later.replace(  # present before any
+        'state="failed",flavor="free-gpu"', 'flavor="free-gpu",state="failed"')
+    assert value(later, "trainyard_scheduler_jobs_ended_total", flavor="compute-gpu-1", state="cancelled",
+                 stop_reason="cancelled") == 1
     assert value(later, "trainyard_trainer_slots_in_use") == 0
     assert value(later, "trainyard_trainer_images_per_second") == 0
     assert value(later, "trainyard_trainer_jobs_finished_total") == 2
+    with stack["runtime"]._lock:  # ended jobs the runtime no longer keeps still count
+        stack["runtime"]._jobs.clear()
+    assert value(scrape(stack["endpoint"]), "trainyard_trainer_jobs_finished_total") == 2
 
 
 def test_a_failing_collector_costs_its_own_figures_only():

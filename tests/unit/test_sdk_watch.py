@@ -51,3 +51,16 @@ def test_a_stream_that_ends_early_on_a_running_job_is_resumed_from_the_last_even
     events = list(client_with(scheduler).watch("job-1"))
     assert [e.sequence for e in events] == [1, 2, 3, 4] and events[-1].final
     assert scheduler.watches == [0, 1]
+
+
+def test_waiting_for_an_ended_job_returns_it_without_watching():
+    scheduler = FakeScheduler(total=4)
+    scheduler.watches.append(0)  # the job has ended (see GetTrainingJob)
+    job = client_with(scheduler).wait("job-1")
+    assert job.final and scheduler.watches == [0]  # no new watch: its old events may be pruned
+
+
+def test_waiting_for_a_running_job_watches_from_its_last_event():
+    scheduler = FakeScheduler(total=4)  # running until it is first watched
+    job = client_with(scheduler).wait("job-1")
+    assert job.final and scheduler.watches == [4]

@@ -450,6 +450,12 @@ def test_the_model_cache_bound_comes_from_the_environment():
     assert TrainerConfig.from_env({**s3, "TRAINYARD_TRAINER_MODEL_CACHE": "9"}).model_cache_size == 9
     with pytest.raises(SystemExit, match="TRAINYARD_TRAINER_MODEL_CACHE=0: at least 1 model"):
         TrainerConfig.from_env({**s3, "TRAINYARD_TRAINER_MODEL_CACHE": "0"})
+    assert TrainerConfig.from_env({**s3, "TRAINYARD_TRAINER_FLAVORS": " free-gpu , compute-gpu-1,"}).flavors == (
+        "free-gpu", "compute-gpu-1")
+    with pytest.raises(SystemExit, match="TRAINYARD_TRAINER_SLOTS=0: a trainer runs at least 1 job"):
+        TrainerConfig.from_env({**s3, "TRAINYARD_TRAINER_SLOTS": "0"})
+    with pytest.raises(SystemExit, match="TRAINYARD_TRAINER_FLAVORS is empty"):
+        TrainerConfig.from_env({**s3, "TRAINYARD_TRAINER_FLAVORS": " , "})
 
 
 def test_closing_the_runtime_waits_for_its_batching_threads(trained):
