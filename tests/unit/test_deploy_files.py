@@ -796,6 +796,22 @@ def test_env_example_names_every_variable_compose_needs_with_placeholders():
     assert "secrets.token_urlsafe" in ENV_EXAMPLE.read_text()  # how to make one
 
 
+def test_dataset_service_and_trainers_share_one_pixel_limit():
+    """TRAINYARD_MAX_IMAGE_PIXELS: an image the dataset service accepted must be one Predict takes."""
+    sources = {}
+    for doc in k8s_documents():
+        app = doc["kind"] in WORKLOADS and doc["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name")
+        if app in ("dataset", "trainer"):
+            var = env_of(doc["spec"]["template"]["spec"]["containers"][0]).get("TRAINYARD_MAX_IMAGE_PIXELS", {})
+            ref = var.get("valueFrom", {}).get("configMapKeyRef", {})
+            sources[doc["metadata"]["name"]] = (ref.get("name"), ref.get("key"))
+    assert len(set(sources.values())) == 1 and None not in next(iter(sources.values())), \
+        f"one ConfigMap key for every dataset and trainer workload, found {sources}"
+    services = compose()["services"]
+    values = {name: services[name]["environment"].get("TRAINYARD_MAX_IMAGE_PIXELS") for name in ("dataset", "trainer")}
+    assert len(set(values.values())) == 1 and None not in values.values(), f"compose: one value for both, found {values}"
+
+
 def test_no_deployment_file_holds_a_secret():
     files = [COMPOSE, COMPOSE_TLS, ENV_EXAMPLE, *K8S.rglob("*.yaml")]
     leaked = [str(path.relative_to(ROOT)) for path in files if SECRET_LOOKING.search(path.read_text())]
