@@ -23,16 +23,21 @@ from trainyard.services.dataset.server import DatasetConfig, build
 
 
 @pytest.fixture(scope="module")
-def stub(tmp_path_factory, s3_config, security):
+def server(tmp_path_factory, s3_config, security):
     config = DatasetConfig.from_env({
         "TRAINYARD_DATASET_LISTEN": "127.0.0.1:0",
         "TRAINYARD_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         **s3_config.to_env(),
         **security.env,
     })
-    running, _ = build(config)
-    yield api_grpc.DatasetServiceStub(security.channel(f"127.0.0.1:{running.port}"))
+    running, service = build(config)
+    yield running, service
     running.stop(0)
+
+
+@pytest.fixture(scope="module")
+def stub(server, security):
+    return api_grpc.DatasetServiceStub(security.channel(f"127.0.0.1:{server[0].port}"))
 
 
 @pytest.mark.parametrize("dataset_id", ["x" * 6000, "é" * 6000, "ds-" + "0" * 100_000])
@@ -64,10 +69,22 @@ def handled(method: str, code: str) -> float:
     return 0.0
 
 
-def test_an_upload_the_client_cancels_is_counted_as_cancelled_and_stores_nothing(stub):
+def test_an_upload_the_client_cancels_is_counted_as_cancelled_and_stores_nothing(stub, server, monkeypatch):
     dataset = new_dataset(stub)
     (name, label, data), = list(digit_files(per_class=1))[:1]
-    sent, release = threading.Event(), threading.Event()
+    sent, release, received = threading.Event(), threading.Event(), threading.Event()
+    service = server[1]
+    upload = service.upload
+
+    def upload_noting_bytes(tenant, dataset_id, parts, is_active):
+        def noted():
+            for part in parts:
+                if isinstance(part, bytes):
+                    received.set()  # the server is in the handler, reading the stream
+                yield part
+        return upload(tenant, dataset_id, noted(), is_active)
+
+    monkeypatch.setattr(service, "upload", upload_noting_bytes)
 
     def requests():
         yield api.UploadImagesRequest(dataset_id=dataset.id)
@@ -78,11 +95,10 @@ def test_an_upload_the_client_cancels_is_counted_as_cancelled_and_stores_nothing
 
     before = (handled("UploadImages", "CANCELLED"), handled("UploadImages", "INTERNAL"))
     call = stub.UploadImages.future(requests())
-    assert sent.wait(10)
-    time.sleep(0.3)
+    assert sent.wait(10) and received.wait(20)  # cancelled before its handler ran, a call is not counted at all
     call.cancel()
     release.set()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while handled("UploadImages", "CANCELLED") == before[0] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (handled("UploadImages", "CANCELLED"), handled("UploadImages", "INTERNAL")) == (before[0] + 1, before[1])
