@@ -15,7 +15,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -349,13 +349,18 @@ class SchedulerService:
                 f"watch from after_sequence {job.first_sequence - 1} or later"
             )
 
-    async def watch_async(self, tenant: str, job_id: str, after_sequence: int) -> AsyncIterator[Event]:
+    async def watch_async(self, tenant: str, job_id: str, after_sequence: int,
+                          ready: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[Event]:
         """The job's events after `after_sequence`: stored ones, then live ones, until the final event.
 
-        Watching an ended job from its last sequence ends at once, with no event. A coroutine
+        Watching an ended job from its last sequence ends at once, with no event. `ready` is
+        awaited once the request is checked (the servicer sends the response headers then, so a
+        client knows its watch is established before a quiet job's first event). A coroutine
         per watcher (the scheduler serves on grpc.aio), so watchers cost no threads.
         """
         await asyncio.to_thread(self._check_watch, tenant, job_id, after_sequence)
+        if ready is not None:  # the watch is accepted: tell the client now, not at the first event
+            await ready()
         async for event in self.feed.follow_async(job_id, after_sequence, lambda: not self._stopping.is_set()):
             yield event
             if event.final:

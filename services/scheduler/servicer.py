@@ -51,7 +51,8 @@ class SchedulerServicer(api_grpc.SchedulerServiceServicer):
 
     async def WatchTrainingJob(self, request, context):
         # A coroutine: the scheduler's asyncio server serves every watcher from one event loop.
-        async for event in self.service.watch_async(auth.tenant(), request.job_id, request.after_sequence):
+        async for event in self.service.watch_async(auth.tenant(), request.job_id, request.after_sequence,
+                                                    ready=lambda: context.send_initial_metadata(())):
             yield self._responses.get(event)
 
 

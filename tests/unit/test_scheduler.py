@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -736,3 +737,28 @@ def test_a_job_held_back_while_the_dataset_service_is_down_keeps_the_head_of_the
     datasets.resolve_dataset = resolve
     wait_for(lambda: service.get_job(T, first.id).state in ("STARTING", "RUNNING"))
     wait_for(lambda: service.get_job(T, second.id).queue_position == 1)
+
+
+def test_a_watch_is_ready_before_a_quiet_jobs_first_event(tmp_path):
+    """The servicer sends the response headers when `ready` is awaited, so a client knows its watch
+    is established while a queued job says nothing (the TypeScript SDK resets its reconnect clock)."""
+    service, _, _ = make(tmp_path)  # no trainer: the job stays queued and quiet
+    job = service.create_job(T, JobRequest(dataset_id="ds-1", **FREE))
+    last = service.get_job(T, job.id).last_sequence
+    ready = asyncio.Event()
+
+    async def first_event_or_ready() -> str:
+        async def on_ready() -> None:
+            ready.set()
+
+        events = service.watch_async(T, job.id, last, ready=on_ready)
+        waiting = asyncio.ensure_future(events.__anext__())
+        await asyncio.wait_for(ready.wait(), timeout=5)
+        done = waiting.done()
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await waiting
+        await events.aclose()
+        return "event" if done else "ready"
+
+    assert asyncio.run(first_event_or_ready()) == "ready"

@@ -31,7 +31,21 @@ export interface TransportOptions {
   readonly tls?: TlsOptions | boolean;
   /** Connect interceptors for every call (logging, extra headers); they run inside the API-key one. */
   readonly interceptors?: Interceptor[];
+  /**
+   * Interval of HTTP/2 PING frames on a connection with open streams, in ms (default 30 000):
+   * a connection that stops answering (a proxy that stops forwarding) closes, with its streams,
+   * instead of hanging a watch forever. `Infinity` turns PINGs off.
+   */
+  readonly pingIntervalMs?: number;
+  /** How long a PING may go unanswered before the connection closes, in ms (default 15 000). */
+  readonly pingTimeoutMs?: number;
+  /** Also PING connections without open streams (default true), so a dead one is not reused. */
+  readonly pingIdleConnection?: boolean;
 }
+
+/** Default HTTP/2 keepalive: a PING every 30 s, answered within 15 s. */
+export const DEFAULT_PING_INTERVAL_MS = 30_000;
+export const DEFAULT_PING_TIMEOUT_MS = 15_000;
 
 /** The stack.json a local stack writes (`trainyard dev up`): addresses, and the files that hold credentials. */
 interface StackFile {
@@ -43,10 +57,25 @@ interface StackFile {
   tls_client_key?: string;
 }
 
-/** The local stack's stack.json in TRAINYARD_DATA_DIR (default .trainyard), or {} when there is none. */
+/**
+ * The local stack's stack.json in TRAINYARD_DATA_DIR (default .trainyard), or {} when there is none.
+ * Throws, naming the file, when it cannot be read or is not a JSON object.
+ */
 function stackFile(env: NodeJS.ProcessEnv): StackFile {
   const file = path.join(env.TRAINYARD_DATA_DIR || ".trainyard", "stack.json");
-  return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as StackFile) : {};
+  if (!existsSync(file)) {
+    return {};
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, "utf8"));
+  } catch (error) {
+    throw new Error(`${file}: not a valid stack.json: ${(error as Error).message}`, { cause: error });
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new Error(`${file}: not a valid stack.json: expected a JSON object`);
+  }
+  return parsed as StackFile;
 }
 
 function readNamed(file: string, source: string): Buffer {
@@ -83,31 +112,41 @@ export function defaultApiKey(env: NodeJS.ProcessEnv = process.env): string | un
 }
 
 /**
- * TLS settings from files: TRAINYARD_TLS_CA (TLS on when set) and, for mTLS, both
- * TRAINYARD_TLS_CLIENT_CERT and TRAINYARD_TLS_CLIENT_KEY; else the local stack's
- * (`tls_ca`, `tls_client_cert`, `tls_client_key` in stack.json); else none (plain text).
+ * TLS settings from files: TRAINYARD_TLS_CA and, for mTLS, both TRAINYARD_TLS_CLIENT_CERT
+ * and TRAINYARD_TLS_CLIENT_KEY (any of them set turns TLS on; without TRAINYARD_TLS_CA the
+ * server is checked against Node.js's public CAs); else the local stack's (`tls_ca`,
+ * `tls_client_cert`, `tls_client_key` in stack.json); else none (plain text).
  * Throws when a named file cannot be read, or only one of certificate and key is named.
  */
 export function defaultTls(env: NodeJS.ProcessEnv = process.env): TlsOptions | undefined {
-  if (env.TRAINYARD_TLS_CA) {
-    const cert = env.TRAINYARD_TLS_CLIENT_CERT;
-    const key = env.TRAINYARD_TLS_CLIENT_KEY;
+  const cert = env.TRAINYARD_TLS_CLIENT_CERT;
+  const key = env.TRAINYARD_TLS_CLIENT_KEY;
+  if (env.TRAINYARD_TLS_CA || cert || key) {
     if (!cert !== !key) {
-      throw new Error("a client certificate needs both TRAINYARD_TLS_CLIENT_CERT and TRAINYARD_TLS_CLIENT_KEY");
+      throw new Error(
+        `a client certificate needs both TRAINYARD_TLS_CLIENT_CERT and TRAINYARD_TLS_CLIENT_KEY; ` +
+          `${cert ? "TRAINYARD_TLS_CLIENT_KEY" : "TRAINYARD_TLS_CLIENT_CERT"} is not set`,
+      );
     }
     return {
-      ca: readNamed(env.TRAINYARD_TLS_CA, "TRAINYARD_TLS_CA"),
+      ...(env.TRAINYARD_TLS_CA ? { ca: readNamed(env.TRAINYARD_TLS_CA, "TRAINYARD_TLS_CA") } : {}),
       ...(cert && key
         ? { cert: readNamed(cert, "TRAINYARD_TLS_CLIENT_CERT"), key: readNamed(key, "TRAINYARD_TLS_CLIENT_KEY") }
         : {}),
     };
   }
   const stack = stackFile(env);
-  if (!stack.tls_ca) {
+  if (!stack.tls_client_cert !== !stack.tls_client_key) {
+    throw new Error(
+      `stack.json names ${stack.tls_client_cert ? "tls_client_cert but no tls_client_key" : "tls_client_key but no tls_client_cert"}: ` +
+        "a client certificate needs both",
+    );
+  }
+  if (!stack.tls_ca && !stack.tls_client_cert) {
     return undefined;
   }
   return {
-    ca: readNamed(stack.tls_ca, "stack.json tls_ca"),
+    ...(stack.tls_ca ? { ca: readNamed(stack.tls_ca, "stack.json tls_ca") } : {}),
     ...(stack.tls_client_cert && stack.tls_client_key
       ? {
           cert: readNamed(stack.tls_client_cert, "stack.json tls_client_cert"),
@@ -149,8 +188,13 @@ export function grpcTransport(address: string, options: TransportOptions = {}): 
   const secure = scheme === "https" || (scheme === undefined && Boolean(tls));
   const baseUrl = scheme ? address : `${secure ? "https" : "http"}://${address}`;
   const interceptors = [...(apiKey ? [apiKeyInterceptor(apiKey)] : []), ...(options.interceptors ?? [])];
+  const keepalive = {
+    pingIntervalMs: options.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS,
+    pingTimeoutMs: options.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS,
+    pingIdleConnection: options.pingIdleConnection ?? true,
+  };
   if (!secure) {
-    return createGrpcTransport({ baseUrl, interceptors });
+    return createGrpcTransport({ baseUrl, interceptors, ...keepalive });
   }
   const settings = typeof tls === "object" ? tls : {};
   const nodeOptions = {
@@ -158,5 +202,5 @@ export function grpcTransport(address: string, options: TransportOptions = {}): 
     ...(settings.cert !== undefined ? { cert: settings.cert } : {}),
     ...(settings.key !== undefined ? { key: settings.key } : {}),
   };
-  return createGrpcTransport({ baseUrl, interceptors, nodeOptions });
+  return createGrpcTransport({ baseUrl, interceptors, nodeOptions, ...keepalive });
 }

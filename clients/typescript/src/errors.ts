@@ -52,16 +52,61 @@ const LOCAL_FAILURE_CODES: ReadonlySet<Code> = new Set([Code.Canceled, Code.Abor
  *
  * A call the caller cancelled also ends CANCELED without a `grpc-status`: check the
  * caller's AbortSignal first (watchTrainingJob does). A server certificate this
- * client does not trust is not a lost connection (see certificateRejected).
+ * client does not trust is not a lost connection (see certificateRejected), and nor
+ * is any error whose cause (Node.js's error, which Connect keeps as `cause`) is a
+ * TLS setup error (`ERR_SSL_*`, `ERR_TLS_*`) or a file-system one (ENOENT, a failed
+ * `open` or `stat`, …); a network error there (ECONNRESET, ECONNREFUSED, EPIPE,
+ * ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, EAI_AGAIN, `ERR_HTTP2_*`, …) always is one.
  */
 export function isConnectionLost(error: ConnectError): boolean {
   if (certificateRejected(error)) {
     return false;
   }
+  const cause = localCause(error);
+  if (cause !== undefined) {
+    // This side failed before or under the call: the cause's code tells a network failure
+    // from a configuration error (TLS setup, a file that cannot be read) that a retry won't cure.
+    if (NETWORK_ERRORS.has(cause.code) || cause.code.startsWith("ERR_HTTP2_")) {
+      return true;
+    }
+    if (cause.code.startsWith("ERR_SSL_") || cause.code.startsWith("ERR_TLS_") || cause.fileSystem) {
+      return false;
+    }
+  }
   if (error.code === Code.Unavailable) {
     return true;
   }
   return LOCAL_FAILURE_CODES.has(error.code) && !error.metadata.has("grpc-status");
+}
+
+/** Node.js's codes (errno names) of a network connection that failed or could not be made. */
+const NETWORK_ERRORS: ReadonlySet<string> = new Set([
+  "ECONNRESET", "ECONNREFUSED", "ECONNABORTED", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "EHOSTDOWN", "ENETUNREACH",
+  "ENETDOWN", "ENETRESET", "EAI_AGAIN", "ENOTCONN", "ESOCKETTIMEDOUT", "UND_ERR_SOCKET",
+]);
+
+/** System calls on local files: an error from one of them is no network failure. */
+const FILE_SYSCALLS: ReadonlySet<string> = new Set([
+  "open", "stat", "lstat", "fstat", "read", "access", "scandir", "readlink", "realpath", "mkdir", "close",
+]);
+
+/** Errno codes that only file-system calls give. */
+const FILE_ERRORS: ReadonlySet<string> = new Set(["ENOENT", "EACCES", "EISDIR", "ENOTDIR", "EMFILE", "ENFILE", "ELOOP", "EPERM"]);
+
+/**
+ * The first error with a `code` along the error's chain of causes (Connect wraps Node.js's
+ * error as the cause), and whether it came from the file system; undefined when there is none.
+ */
+function localCause(error: ConnectError): { code: string; fileSystem: boolean } | undefined {
+  let cause: unknown = error.cause;
+  for (let depth = 0; depth < 8 && cause instanceof Error; depth++, cause = cause.cause) {
+    const { code, syscall } = cause as NodeJS.ErrnoException;
+    if (typeof code === "string") {
+      const fileSystem = (syscall !== undefined && FILE_SYSCALLS.has(syscall)) || (syscall === undefined && FILE_ERRORS.has(code));
+      return { code, fileSystem };
+    }
+  }
+  return undefined;
 }
 
 /**

@@ -12,6 +12,8 @@
 export { type ConnectOptions, type TrainingJobOptions, TrainyardClient, type UploadFolderOptions } from "./client.js";
 export {
   apiKeyInterceptor,
+  DEFAULT_PING_INTERVAL_MS,
+  DEFAULT_PING_TIMEOUT_MS,
   defaultAddresses,
   defaultApiKey,
   defaultTls,
@@ -20,7 +22,15 @@ export {
   type TransportOptions,
 } from "./connection.js";
 export { certificateRejected, isConnectionLost, type Violation, violations } from "./errors.js";
-export { CHUNK_BYTES, IMAGE_SUFFIXES, type ImageFile, imagesInFolder, uploadRequests } from "./upload.js";
+export {
+  CHUNK_BYTES,
+  IMAGE_SUFFIXES,
+  type ImageFile,
+  imagesInFolder,
+  type UnreadableFile,
+  uploadRequests,
+  withUnreadable,
+} from "./upload.js";
 export { type WatchOptions, watchTrainingJob } from "./watch.js";
 
 export * from "./gen/trainyard/common/v1/training_pb.js";

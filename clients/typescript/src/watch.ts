@@ -17,8 +17,13 @@ export interface WatchOptions {
   readonly afterSequence?: bigint | number;
   /** Give up when the connection has been down this long, in ms (default 120 000). */
   readonly reconnectMs?: number;
-  /** Pause before each reconnection attempt, in ms (default 500). */
+  /**
+   * Pause before the first reconnection attempt after a drop, in ms (default 500); it doubles
+   * with each failed attempt, up to `maxRetryDelayMs`, with ±50 % jitter.
+   */
   readonly retryDelayMs?: number;
+  /** Longest pause between reconnection attempts, in ms (default 5 000). */
+  readonly maxRetryDelayMs?: number;
   /** Stops the watch; the generator then throws a CANCELED ConnectError. */
   readonly signal?: AbortSignal;
   /** Called before each reconnection attempt, with the error that dropped the stream. */
@@ -43,13 +48,33 @@ export async function* watchTrainingJob(
 ): AsyncGenerator<TrainingJobEvent, void, undefined> {
   const reconnectMs = options.reconnectMs ?? 120_000;
   const retryDelayMs = options.retryDelayMs ?? 500;
+  const maxRetryDelayMs = Math.max(options.maxRetryDelayMs ?? 5_000, retryDelayMs);
   let sequence = BigInt(options.afterSequence ?? 0);
+  // When the connection went down (undefined: it is up), and the failed attempts since then.
   let downSince: number | undefined;
+  let attempts = 0;
+  const connected = () => {
+    downSince = undefined;
+    attempts = 0;
+  };
   for (;;) {
     try {
-      const stream = scheduler.watchTrainingJob({ jobId, afterSequence: sequence }, { signal: options.signal });
+      const stream = scheduler.watchTrainingJob(
+        { jobId, afterSequence: sequence },
+        {
+          signal: options.signal,
+          // The stream is established once the server's response headers arrive (a gRPC error
+          // without a message comes as headers with grpc-status instead: "trailers-only"), even
+          // if no event follows for a long time (a queued job): the next drop starts a new count.
+          onHeader: (header) => {
+            if (streamEstablished(header)) {
+              connected();
+            }
+          },
+        },
+      );
       for await (const response of stream) {
-        downSince = undefined;
+        connected();
         const event = response.event;
         if (event === undefined || event.sequence <= sequence) {
           continue; // never yield an event twice, whatever the server resends
@@ -77,8 +102,10 @@ export async function* watchTrainingJob(
         throw error;
       }
       options.onReconnect?.(error, sequence);
+      const delay = Math.min(retryDelayMs * 2 ** attempts, maxRetryDelayMs) * (0.5 + Math.random());
+      attempts += 1;
       try {
-        await sleep(retryDelayMs, undefined, { signal: options.signal });
+        await sleep(delay, undefined, { signal: options.signal });
       } catch (aborted) {
         throw new ConnectError("watch aborted", Code.Canceled, undefined, undefined, aborted);
       }
@@ -86,7 +113,19 @@ export async function* watchTrainingJob(
   }
 }
 
-const FINAL_STATES = new Set([TrainingJobState.COMPLETED, TrainingJobState.FAILED, TrainingJobState.CANCELLED]);
+/**
+ * Whether response headers say the stream is up: gRPC headers without a status. An error
+ * sent before any message arrives as "trailers-only" headers, which carry `grpc-status`.
+ */
+function streamEstablished(header: Headers): boolean {
+  return /^application\/grpc/i.test(header.get("content-type") ?? "") && !header.has("grpc-status");
+}
+
+/** The states of a job that has ended. */
+export const FINAL_STATES: ReadonlySet<TrainingJobState> = new Set([TrainingJobState.COMPLETED, TrainingJobState.FAILED, TrainingJobState.CANCELLED]);
+
+/** Deadline of the GetTrainingJob call that checks whether a quiet stream's job has ended, in ms. */
+const ENDED_AT_TIMEOUT_MS = 10_000;
 
 /** Whether the job has ended and `sequence` is its last event; false when that cannot be told now. */
 async function endedAt(
@@ -96,11 +135,13 @@ async function endedAt(
   signal: AbortSignal | undefined,
 ): Promise<boolean> {
   try {
-    const { trainingJob } = await scheduler.getTrainingJob({ jobId }, { signal });
+    // A deadline, so that a connection that stopped answering cannot hang the watch here.
+    const { trainingJob } = await scheduler.getTrainingJob({ jobId }, { signal, timeoutMs: ENDED_AT_TIMEOUT_MS });
     return trainingJob !== undefined && FINAL_STATES.has(trainingJob.state) && sequence >= trainingJob.lastSequence;
   } catch (caught) {
-    if (isConnectionLost(ConnectError.from(caught))) {
-      return false; // the scheduler went away meanwhile: reconnect as after a drop
+    const error = ConnectError.from(caught);
+    if (isConnectionLost(error) || (error.code === Code.DeadlineExceeded && !signal?.aborted)) {
+      return false; // the scheduler went away meanwhile, or did not answer: reconnect as after a drop
     }
     throw caught;
   }
