@@ -224,13 +224,15 @@ def _wrap(handler, method: str, authenticator: auth.Authenticator):
 
 def _status(context, exc: Exception, method: str) -> grpc.Status:
     """The status to answer with; an abort already under way is re-raised untouched."""
+    if isinstance(exc, errors.TrainyardError | grpc.RpcError) and not _is_active(context):
+        # The client went away (cancelled, or past its deadline): reading its request stream
+        # failed, or ended early and the handler refused the cut-off request. Nobody hears the
+        # answer; the access log and the metrics say what happened.
+        return rpc_status.to_status(status_pb2.Status(code=code_pb2.CANCELLED, message="the client cancelled the call"))
     if isinstance(exc, errors.TrainyardError):
         return rpc_status.to_status(status_for(exc))
     if isinstance(exc, grpc.aio.AbortError) or _is_grpc_abort(exc, context):
         raise exc
-    if isinstance(exc, grpc.RpcError) and not _is_active(context):
-        # the client went away (cancelled, or past its deadline) while its request stream was read
-        return rpc_status.to_status(status_pb2.Status(code=code_pb2.CANCELLED, message="the client cancelled the call"))
     log.error("rpc.unexpected_error", method=method, exc_info=exc)
     return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error: {type(exc).__name__}"))
 

@@ -34,3 +34,27 @@ def test_violations_are_kept_in_order_as_many_as_fit():
     s1 = status_for(errors.FailedPrecondition("S1", ["rule " * 100] * 100))
     failure = error_details_pb2.PreconditionFailure()
     assert s1.details[0].Unpack(failure) and 0 < len(failure.violations) < 100 and failure.ByteSize() <= DETAILS_BYTES
+
+
+def test_an_error_after_the_client_went_away_is_counted_as_cancelled():
+    """A cancelled upload stream may fail, or end early and be refused (Aborted): either way the
+    client is gone, and the access log and metrics say CANCELLED, not a server error."""
+    import grpc
+
+    from trainyard.rpc import _status
+
+    class Gone:
+        def is_active(self) -> bool:
+            return False
+
+        def code(self):
+            return None
+
+    class Here(Gone):
+        def is_active(self) -> bool:
+            return True
+
+    cut = errors.Aborted("the upload was cut off before it ended; nothing of it was recorded")
+    assert _status(Gone(), cut, "/m").code == grpc.StatusCode.CANCELLED
+    assert _status(Gone(), grpc.RpcError(), "/m").code == grpc.StatusCode.CANCELLED
+    assert _status(Here(), cut, "/m").code == grpc.StatusCode.ABORTED
