@@ -11,6 +11,14 @@ from dataclasses import dataclass
 SHOWN_CHARACTERS = 80  # how much of a value a user sent an error message quotes
 
 
+def cut_utf8(text: str, max_bytes: int, tail: str = "…") -> str:
+    """``text`` within ``max_bytes`` of UTF-8: whole, or cut at a character boundary and ending in ``tail``."""
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    return data[: max_bytes - len(tail.encode())].decode(errors="ignore") + tail
+
+
 def shown(value: object, limit: int = SHOWN_CHARACTERS) -> str:
     """A value from a request, quoted for an error message: its repr, cut to ``limit``
     characters with its full length said, so a message never repeats a huge input."""
@@ -54,6 +62,15 @@ class InvalidArgument(TrainyardError):
     @classmethod
     def field(cls, field: str, description: str) -> InvalidArgument:
         return cls(f"{field}: {description}", [FieldViolation(field, description)])
+
+    @property
+    def description(self) -> str:
+        """What is wrong, without the field a rule named ("label: "), for a caller naming its own."""
+        return self.violations[0].description if self.violations else self.message
+
+    def renamed(self, field: str) -> InvalidArgument:
+        """The same problem, said of the caller's field (a shared rule checked one of its fields)."""
+        return InvalidArgument.field(field, self.description)
 
 
 class NotFound(TrainyardError):

@@ -79,19 +79,11 @@ def status_for(exc: errors.TrainyardError) -> status_pb2.Status:
                 del failure.violations[-1]
                 break
         details.append(_pack(failure))
-    return status_pb2.Status(code=code.value[0], message=_cut_bytes(exc.message, MESSAGE_BYTES), details=details)
+    return status_pb2.Status(code=code.value[0], message=errors.cut_utf8(exc.message, MESSAGE_BYTES, f"… (cut; {len(exc.message):,} characters in all)"), details=details)
 
 
 def _cut(text: str, characters: int = _DETAIL_CHARACTERS) -> str:
     return text if len(text) <= characters else f"{text[: characters - 1]}…"
-
-
-def _cut_bytes(text: str, limit: int) -> str:
-    """``text`` within ``limit`` UTF-8 bytes: cut at a character boundary, the cut said."""
-    if len(text.encode()) <= limit:
-        return text
-    tail = f"… (cut; {len(text):,} characters in all)"
-    return text.encode()[: limit - len(tail.encode())].decode(errors="ignore") + tail
 
 
 def _pack(message) -> any_pb2.Any:

@@ -34,6 +34,7 @@ from trainyard.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    cut_utf8,
     shown,
 )
 from trainyard.objectstore import ObjectStore
@@ -252,19 +253,6 @@ def _name_problem(field_name: str, text: str, max_bytes: int) -> str:
     return ""
 
 
-def _cut(text: str, max_bytes: int) -> str:
-    """`text` as a result repeats it: whole when within `max_bytes` of UTF-8, else cut, ending in '…'."""
-    data = text.encode()
-    if len(data) <= max_bytes:
-        return text
-    return data[:max_bytes - 3].decode(errors="ignore") + "…"
-
-
-def _why(exc: InvalidArgument) -> str:
-    """What is wrong, without the field the rule named ("label: "): the caller names its own field."""
-    return exc.violations[0].description if exc.violations else exc.message
-
-
 def _not_importable(tenant: str, key: str) -> str:
     """Why a key is refused: the same words whether or not the object or its dataset exists."""
     return (f"object {shown(key)} is not importable: a tenant imports only objects under "
@@ -436,7 +424,7 @@ class DatasetService:
                 buffer += chunk
             elif buffer:
                 buffer = bytearray()  # over the limit: keep counting, stop holding
-        name = _cut(header.file_name, MAX_FILE_NAME_BYTES)
+        name = cut_utf8(header.file_name, MAX_FILE_NAME_BYTES)
         if name_problem:
             return UploadOutcome(name, "rejected", reason=name_problem)
         if header.size_bytes < 0:
@@ -449,7 +437,7 @@ class DatasetService:
         try:
             label = rules.validate_label(header.label) if header.label else ""
         except InvalidArgument as exc:
-            return UploadOutcome(name, "rejected", reason=f"bad label: {_why(exc)}")
+            return UploadOutcome(name, "rejected", reason=f"bad label: {exc.description}")
         return label, bytes(buffer)
 
     def _prepare(self, dataset_id: str, name: str, label: str, data: bytes, budget: _Budget) -> _Prepared | UploadOutcome | None:
@@ -483,7 +471,7 @@ class DatasetService:
         outcomes = []
         for p in prepared:
             if isinstance(p, UploadOutcome):  # a reason may carry the object store's or Pillow's words
-                outcomes.append(replace(p, reason=_cut(p.reason, MAX_REASON_BYTES)))
+                outcomes.append(replace(p, reason=cut_utf8(p.reason, MAX_REASON_BYTES)))
             elif isinstance(p, _Prepared):
                 outcomes.append(UploadOutcome(p.row.file_name, "stored" if next(inserted) else "duplicate", p.image_id))
         return outcomes
@@ -545,7 +533,7 @@ class DatasetService:
             for entry in entries:
                 if budget.exceeded:
                     raise budget.exceeded
-                source = _cut(f"s3://{entry.bucket}/{entry.object_key}", source_bytes)
+                source = cut_utf8(f"s3://{entry.bucket}/{entry.object_key}", source_bytes)
                 if entry.bucket != self.objects.bucket:
                     outcomes.append(UploadOutcome(source, "rejected", reason=f"source is not in bucket {self.objects.bucket!r}"))
                     continue
@@ -615,7 +603,7 @@ class DatasetService:
             try:
                 label = rules.validate_label(label) if label else ""
             except InvalidArgument as exc:
-                raise InvalidArgument.field(f"assignments[{index}].label", _why(exc)) from None
+                raise exc.renamed(f"assignments[{index}].label") from None
             if image_id in checked and checked[image_id] != label:
                 first = position[image_id]
                 raise InvalidArgument.field(
@@ -638,7 +626,7 @@ class DatasetService:
         try:
             new_label = rules.validate_label(new_label)
         except InvalidArgument as exc:
-            raise InvalidArgument.field("new_label", _why(exc)) from None
+            raise exc.renamed("new_label") from None
         label = unicodedata.normalize("NFC", label)  # labels are stored in NFC (rules.validate_label)
         changed = self.store.rename_label(dataset.id, label, new_label, self.clock())
         if not changed:

@@ -199,8 +199,7 @@ class SchedulerService:
             try:
                 validate_version_name(req.new_version_name)
             except InvalidArgument as exc:  # the dataset service's rule, in this request's words
-                description = exc.violations[0].description if exc.violations else exc.message
-                raise InvalidArgument.field("new_version_name", description) from None
+                raise exc.renamed("new_version_name") from None
         if req.dataset_version and (req.train_ratio is not None or req.new_version_name):
             field = "train_ratio" if req.train_ratio is not None else "new_version_name"
             raise InvalidArgument.field(field, "applies only when publishing a new version; leave dataset_version empty")
